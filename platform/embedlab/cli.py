@@ -1,0 +1,113 @@
+"""The `embedlab` command: train | formats | losses.
+
+User mistakes (EmbedlabError) print one line and exit with code 2, never a traceback.
+"""
+
+import argparse
+import inspect
+import sys
+
+from embedlab.errors import EmbedlabError
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def cmd_train(args) -> None:
+    from embedlab import run
+    from embedlab.config import load_config
+
+    config = load_config(args.config, args.overrides, smoke_test=args.smoke_test)
+    prepared = run.prepare(config)
+    results = run.train(prepared)
+    print(f"\nResults ({results['output_dir']}, model saved in {results['output_dir']}/model)")
+    for name, value in results["final"].items():
+        if name not in ("loss", "learning_rate"):
+            print(f"  {name:40s} {value:.4f}")
+    for name, value in results["after"].items():
+        print(f"  {name:40s} {results['before'][name]:.4f} -> {value:.4f}")
+    primary = [evaluator.primary_metric for evaluator in prepared.test_evaluators]
+    if primary:
+        print(f"{primary[0]}: {results['after'][primary[0]]:.4f} (before training: {results['before'][primary[0]]:.4f})")
+
+
+def cmd_formats(args) -> None:
+    from embedlab.config import DataSource
+    from embedlab.data import load_with_format
+    from embedlab.formats import losses_for
+
+    source = DataSource(path=args.path, columns=args.columns, label_column=args.label_column, format=args.format)
+    dataset, detected = load_with_format(source)
+    print(f"format:        {detected.format.key} ({detected.format.title})")
+    print(f"rows:          {detected.num_rows}")
+    print(f"input columns: {', '.join(detected.input_columns)}")
+    print(f"label column:  {detected.label_column or '-'} ({detected.label_kind})")
+    print(f"losses:        {', '.join(losses_for(detected.format.key)) or 'none in the catalogue yet'}")
+
+
+def cmd_losses(args) -> None:
+    from embedlab.formats import FORMATS
+    from embedlab.losses import CATALOGUE, get_loss_class
+
+    if args.name:
+        loss_class = get_loss_class(args.name)
+        print(f"{loss_class.__name__}: formats {', '.join(getattr(loss_class, 'formats', ('any',)))}")
+        for name, parameter in list(inspect.signature(loss_class.__init__).parameters.items())[2:]:
+            default = parameter.default
+            shown = getattr(default, "__name__", repr(default)) if default is not inspect.Parameter.empty else "required"
+            print(f"  {name} = {shown}")
+        return
+    for data_format in FORMATS:
+        names = [name for name, loss_class in CATALOGUE.items() if data_format.key in loss_class.formats]
+        print(f"{data_format.key:24s} {data_format.title:50s} {', '.join(names) or '-'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedlab", description="Train and compare sentence-embedding models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model from a YAML config")
+    train.add_argument("config", help="YAML config, e.g. experiments/configs/stsb_cosent.yaml")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. training.batch_size=32")
+    train.add_argument("--smoke-test", action="store_true", help="a few steps on a few rows, to check the wiring")
+    train.set_defaults(handler=cmd_train)
+
+    formats = commands.add_parser("formats", help="detect a data file's format and the losses that suit it")
+    formats.add_argument("path")
+    formats.add_argument("--columns", type=lambda text: text.split(","), help="comma-separated columns to keep")
+    formats.add_argument("--label-column")
+    formats.add_argument("--format", help="override the detected format")
+    formats.set_defaults(handler=cmd_formats)
+
+    losses = commands.add_parser("losses", help="the format -> losses table, or one loss's parameters")
+    losses.add_argument("name", nargs="?")
+    losses.set_defaults(handler=cmd_losses)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Overrides may come before or after flags (`train c.yaml --smoke-test a=1`): collect the stragglers.
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "train" or any("=" not in item or item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    try:
+        _quiet_libraries()
+        args.handler(args)
+    except EmbedlabError as error:
+        print(f"embedlab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("embedlab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Loading data sets, batch samplers and collation into tokenized batches.
+
+Everything is a `datasets.Dataset` once loaded: files are read with pyarrow (no cache folder written),
+saved `datasets` folders with `load_from_disk`, and anything else is tried as a hub data set name.
+"""
+
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.json
+import pyarrow.parquet
+import torch
+from torch import Tensor
+
+from embedlab.config import DataSource
+from embedlab.errors import EmbedlabError
+from embedlab.formats import CLASS, DetectedFormat, detect_format
+
+FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def _read_file(path: Path) -> pa.Table:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        # TSV files such as STSb hold unbalanced quotes inside sentences: tabs alone separate fields.
+        parse = pa.csv.ParseOptions(delimiter="\t", quote_char=False) if suffix == ".tsv" else pa.csv.ParseOptions()
+        return pa.csv.read_csv(path, parse_options=parse)
+    if suffix in (".jsonl", ".json"):
+        return pa.json.read_json(path)
+    return pa.parquet.read_table(path)
+
+
+def _load_raw(source: DataSource) -> datasets.Dataset:
+    path = Path(source.path).expanduser()
+    if path.is_file():
+        if path.suffix.lower() not in FILE_SUFFIXES:
+            raise EmbedlabError(f"data file '{path}' has an unknown type: use {', '.join(FILE_SUFFIXES)}")
+        try:
+            return datasets.Dataset(_read_file(path))
+        except (pa.ArrowInvalid, OSError) as error:
+            raise EmbedlabError(f"data file '{path}' could not be read: {str(error).splitlines()[0]}") from None
+    if path.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except (FileNotFoundError, ValueError) as error:
+            raise EmbedlabError(f"data folder '{path}' is not a saved `datasets` folder: {error}") from None
+        if isinstance(loaded, datasets.DatasetDict):
+            if source.split not in loaded:
+                raise EmbedlabError(f"data folder '{path}' has no split '{source.split}': it has {list(loaded)}")
+            loaded = loaded[source.split]
+        return loaded
+    if path.suffix.lower() in FILE_SUFFIXES or source.path.startswith((".", "/", "~")) or path.parent.exists() and path.parent != Path("."):
+        raise EmbedlabError(f"data file '{source.path}' does not exist: check the path (relative paths start from the working folder)")
+    try:
+        return datasets.load_dataset(source.path, source.subset, split=source.split)
+    except Exception as error:  # any hub failure means the same thing to the user
+        raise EmbedlabError(
+            f"data '{source.path}' is not a local file or folder and could not be loaded from the hub "
+            f"({type(error).__name__}): give a local path"
+        ) from None
+
+
+def load_data(source: DataSource) -> datasets.Dataset:
+    """Loads a data source, applies its column selection, renaming and row limit."""
+    dataset = _load_raw(source)
+    if source.columns is not None:
+        missing = [name for name in source.columns if name not in dataset.column_names]
+        if missing:
+            raise EmbedlabError(f"data '{source.path}' has no column(s) {missing}: its columns are {dataset.column_names}")
+        dataset = dataset.select_columns(source.columns)
+    if source.rename:
+        dataset = dataset.rename_columns(source.rename)
+    if source.limit is not None:
+        dataset = dataset.select(range(min(source.limit, len(dataset))))
+    if len(dataset) == 0:
+        raise EmbedlabError(f"data '{source.path}' is empty: it has no rows")
+    return dataset
+
+
+def load_with_format(source: DataSource) -> tuple[datasets.Dataset, DetectedFormat]:
+    dataset = load_data(source)
+    return dataset, detect_format(dataset, source.label_column, source.format)
+
+
+class Collator:
+    """Turns rows into (one tokenized batch per input column, label tensor), as losses expect."""
+
+    def __init__(self, tokenize, detected: DetectedFormat, dataset: datasets.Dataset):
+        self.tokenize = tokenize
+        self.input_columns = detected.input_columns
+        self.label_column = detected.label_column
+        self.class_ids = None
+        if detected.label_kind == CLASS and isinstance(dataset[0][self.label_column], str):
+            # Class names become ids in sorted order, so the mapping is the same on every run.
+            self.class_ids = {name: index for index, name in enumerate(sorted(set(dataset[self.label_column])))}
+
+    def __call__(self, rows: dict[str, list]) -> tuple[list[dict[str, Tensor]], Tensor | None]:
+        features = [self.tokenize(rows[column]) for column in self.input_columns]
+        if self.label_column is None:
+            return features, None
+        labels = rows[self.label_column]
+        if self.class_ids is not None:
+            labels = [self.class_ids[label] for label in labels]
+        labels = torch.tensor(labels)
+        if labels.is_floating_point():
+            labels = labels.float()
+        return features, labels
+
+
+class RandomBatchSampler:
+    """Shuffled batches; the order depends only on (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, dataset: datasets.Dataset, detected: DetectedFormat, batch_size: int, seed: int, drop_last: bool = False):
+        self.num_rows = len(dataset)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.drop_last = drop_last
+
+    def _permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.num_rows, generator=generator).tolist()
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        order = self._permutation(epoch)
+        batches = [order[start : start + self.batch_size] for start in range(0, self.num_rows, self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+
+class NoDuplicatesBatchSampler(RandomBatchSampler):
+    """Shuffled batches in which no text appears twice, so in-batch negatives are never false negatives.
+
+    Rows that would repeat a text in the current batch wait for a later batch, as in sentence-transformers.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, detected: DetectedFormat, batch_size: int, seed: int, drop_last: bool = False):
+        super().__init__(dataset, detected, batch_size, seed, drop_last)
+        columns = [dataset[column] for column in detected.input_columns]
+        self.row_texts = [set(texts) for texts in zip(*columns, strict=True)]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        remaining = dict.fromkeys(self._permutation(epoch))  # an ordered set
+        batches = []
+        while remaining:
+            batch, seen = [], set()
+            for index in remaining:
+                if self.row_texts[index] & seen:
+                    continue
+                batch.append(index)
+                seen |= self.row_texts[index]
+                if len(batch) == self.batch_size:
+                    break
+            if len(batch) < self.batch_size and self.drop_last:
+                break
+            batches.append(batch)
+            for index in batch:
+                del remaining[index]
+        return batches
+
+
+SAMPLERS = {"random": RandomBatchSampler, "no_duplicates": NoDuplicatesBatchSampler}

