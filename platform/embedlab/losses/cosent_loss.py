@@ -52,7 +52,7 @@ class CoSENTLoss(nn.Module):
         self.similarity_fct = similarity_fct
 
     def forward(self, sentence_features: list[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
+        embeddings = self.model.embed(sentence_features)
         scores = self.similarity_fct(embeddings[0], embeddings[1]).float() * self.scale
         # differences[a, b] = s_a - s_b, kept only where pair b should be more similar than pair a.
         differences = scores[:, None] - scores[None, :]

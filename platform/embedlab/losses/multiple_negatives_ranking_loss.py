@@ -94,7 +94,7 @@ class MultipleNegativesRankingLoss(nn.Module):
         self.hardness_strength = hardness_strength
 
     def forward(self, sentence_features: list[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
-        embeddings = [self.model(features)["sentence_embedding"] for features in sentence_features]
+        embeddings = self.model.embed(sentence_features)
         return self.compute_loss_from_embeddings(embeddings)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor]) -> Tensor:
