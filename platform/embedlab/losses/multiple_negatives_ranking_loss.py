@@ -82,8 +82,13 @@ class MultipleNegativesRankingLoss(nn.Module):
             raise ValueError(f"directions must include 'query_to_doc' and come from {DIRECTIONS}, got {directions}")
         if partition_mode not in ("joint", "per_direction"):
             raise ValueError(f"partition_mode must be 'joint' or 'per_direction', got {partition_mode!r}")
+        if partition_mode == "per_direction" and {"query_to_query", "doc_to_doc"} & set(directions):
+            raise ValueError(
+                "partition_mode='per_direction' needs every direction to contain the positive pair; "
+                "'query_to_query' and 'doc_to_doc' do not: use partition_mode='joint' with them"
+            )
         if hardness_mode not in (None, "in_batch_negatives", "hard_negatives", "all_negatives"):
-            raise ValueError(f"hardness_mode must be None, 'in_batch_negatives', 'hard_negatives' or 'all_negatives'")
+            raise ValueError("hardness_mode must be None, 'in_batch_negatives', 'hard_negatives' or 'all_negatives'")
         self.model = model
         self.scale = scale
         self.similarity_fct = similarity_fct

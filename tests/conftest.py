@@ -1,0 +1,89 @@
+"""Shared fixtures: a tiny random BERT (built from a config with a small generated vocabulary) and small
+data files of each format, so unit tests run in seconds without any model download."""
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+WORDS = (
+    "a an the man woman child dog cat bird horse car plane train boat guitar piano flute ball food "
+    "is are was plays playing eats eating rides riding runs running sits sitting walks walking drives "
+    "on in at with near under over by of to and or not no some two three big small red blue green "
+    "old young happy sad fast slow street park beach water field house kitchen table road sky "
+    "what where who how why when capital country city paris france river mountain question answer"
+).split()
+
+
+def build_tiny_model(path: Path, seed: int = 0) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    letters = [chr(code) for code in range(ord("a"), ord("z") + 1)] + list("0123456789.,?!'-")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters], *WORDS]
+    (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(vocab)),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def tiny_model(tiny_model_path):
+    from embedlab import EmbeddingModel
+
+    return EmbeddingModel(str(tiny_model_path), device="cpu")
+
+
+def sentence(rng: random.Random, length: int | None = None) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(length or rng.randint(3, 9)))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def score_pairs_file(tmp_path) -> Path:
+    rng = random.Random(0)
+    rows = [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": round(rng.random(), 3)} for _ in range(48)]
+    return write_jsonl(tmp_path / "pairs.jsonl", rows)
+
+
+def write_config(path: Path, model: Path, train: Path, output_dir: Path, **sections) -> Path:
+    import yaml
+
+    config = {
+        "model": {"name": str(model)},
+        "data": {"train": str(train)},
+        "loss": {"name": "CoSENTLoss"},
+        "training": {"batch_size": 8, "max_steps": 4, "save_steps": 2, "show_progress_bar": False},
+        "output_dir": str(output_dir),
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    path.write_text(yaml.safe_dump(config))
+    return path

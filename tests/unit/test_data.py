@@ -1,0 +1,98 @@
+import datasets
+import pyarrow as pa
+import pyarrow.parquet
+import pytest
+
+from embedlab import EmbedlabError
+from embedlab.config import DataSource
+from embedlab.data import Collator, NoDuplicatesBatchSampler, RandomBatchSampler, load_data, load_with_format
+from embedlab.formats import detect_format
+
+ROWS = {"sentence1": ["a cat", "a dog", "two birds"], "sentence2": ["a kitten", "a puppy", "some birds"], "score": [0.9, 0.8, 0.7]}
+
+
+@pytest.fixture(params=["csv", "tsv", "jsonl", "parquet", "datasets-folder"])
+def data_path(request, tmp_path):
+    table = pa.table(ROWS)
+    kind = request.param
+    if kind == "csv":
+        pa.csv.write_csv(table, tmp_path / "d.csv")
+        return tmp_path / "d.csv"
+    if kind == "tsv":
+        lines = ["sentence1\tsentence2\tscore"] + [f"{a}\t{b}\t{s}" for a, b, s in zip(*ROWS.values(), strict=True)]
+        (tmp_path / "d.tsv").write_text("\n".join(lines) + "\n")
+        return tmp_path / "d.tsv"
+    if kind == "jsonl":
+        import json
+
+        rows = [dict(zip(ROWS, values, strict=True)) for values in zip(*ROWS.values(), strict=True)]
+        (tmp_path / "d.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return tmp_path / "d.jsonl"
+    if kind == "parquet":
+        pa.parquet.write_table(table, tmp_path / "d.parquet")
+        return tmp_path / "d.parquet"
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"))
+    return tmp_path / "saved"
+
+
+def test_every_file_kind_loads_the_same_rows(data_path):
+    dataset, detected = load_with_format(DataSource(str(data_path)))
+    assert dataset.to_dict() == ROWS
+    assert detected.format.key == "pair_score"
+
+
+def test_tsv_with_quotes_inside_sentences(tmp_path):
+    (tmp_path / "q.tsv").write_text('sentence1\tsentence2\tscore\nHe said "hi.\tShe said "bye".\t0.5\n')
+    assert load_data(DataSource(str(tmp_path / "q.tsv")))["sentence1"] == ['He said "hi.']
+
+
+def test_columns_rename_and_limit(tmp_path):
+    pa.parquet.write_table(pa.table({**ROWS, "genre": ["x", "y", "z"]}), tmp_path / "d.parquet")
+    source = DataSource(str(tmp_path / "d.parquet"), columns=["sentence2", "sentence1", "score"], rename={"score": "label"}, limit=2)
+    dataset = load_data(source)
+    assert dataset.column_names == ["sentence2", "sentence1", "label"] and len(dataset) == 2
+    with pytest.raises(EmbedlabError, match=r"has no column\(s\) \['nope'\]"):
+        load_data(DataSource(str(tmp_path / "d.parquet"), columns=["nope"]))
+
+
+def test_missing_empty_and_unreadable_data(tmp_path):
+    with pytest.raises(EmbedlabError, match="does not exist"):
+        load_data(DataSource(str(tmp_path / "missing.csv")))
+    (tmp_path / "empty.csv").write_text("sentence1,sentence2,score\n")
+    with pytest.raises(EmbedlabError, match="is empty"):
+        load_data(DataSource(str(tmp_path / "empty.csv")))
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(EmbedlabError, match="could not be read"):
+        load_data(DataSource(str(tmp_path / "bad.parquet")))
+
+
+def test_collator_tokenizes_each_input_column_and_maps_class_names(tiny_model):
+    dataset = datasets.Dataset.from_dict({"premise": ["a cat", "a dog"], "hypothesis": ["a pet", "a car"], "label": ["yes", "no"]})
+    detected = detect_format(dataset)
+    features, labels = Collator(tiny_model.tokenize, detected, dataset)(dataset[:2])
+    assert len(features) == 2 and "input_ids" in features[0]
+    assert labels.tolist() == [1, 0]  # sorted class names: no=0, yes=1
+
+
+def test_random_sampler_is_a_seeded_permutation_per_epoch():
+    dataset = datasets.Dataset.from_dict({"a": [str(i) for i in range(10)], "b": [str(i) for i in range(10)]})
+    detected = detect_format(dataset)
+    sampler = RandomBatchSampler(dataset, detected, batch_size=4, seed=3)
+    epoch0 = sampler.batches(0)
+    assert [len(batch) for batch in epoch0] == [4, 4, 2]
+    assert sorted(i for batch in epoch0 for i in batch) == list(range(10))
+    assert epoch0 == RandomBatchSampler(dataset, detected, batch_size=4, seed=3).batches(0)
+    assert epoch0 != sampler.batches(1)
+    assert len(RandomBatchSampler(dataset, detected, batch_size=4, seed=3, drop_last=True).batches(0)) == 2
+
+
+def test_no_duplicates_sampler_never_repeats_a_text_in_a_batch():
+    anchors = ["q1", "q1", "q1", "q2", "q3", "q4", "q5", "q6"]
+    positives = ["p1", "p2", "p3", "p4", "p4", "p5", "p6", "p7"]
+    dataset = datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
+    detected = detect_format(dataset)
+    batches = NoDuplicatesBatchSampler(dataset, detected, batch_size=4, seed=0).batches(0)
+    assert sorted(i for batch in batches for i in batch) == list(range(8))
+    for batch in batches:
+        texts = [anchors[i] for i in batch] + [positives[i] for i in batch]
+        assert len(texts) == len(set(texts))

@@ -1,0 +1,81 @@
+import datasets
+import pytest
+
+from embedlab import EmbedlabError
+from embedlab.formats import FORMATS, detect_format, losses_for
+
+
+def _data(**columns) -> datasets.Dataset:
+    return datasets.Dataset.from_dict(columns)
+
+
+A = ["a man eats food", "a dog runs", "two cats sit"]
+B = ["someone eats", "a cat sleeps", "the birds fly"]
+C = ["a car drives", "the sky is blue", "a boat on water"]
+
+CASES = {
+    "sentence_class": _data(text=A, label=[0, 2, 1]),
+    "single_sentences": _data(text=A),
+    "anchor_anchor_pairs": _data(anchor=A, anchor_copy=A),
+    "damaged_original_pairs": _data(damaged=["a man food", "dog runs", "two cats sit"], original=A),
+    "pair_class": _data(premise=A, hypothesis=B, label=[0, 1, 2]),
+    "anchor_positive_pairs": _data(anchor=A, positive=B),
+    "pair_binary": _data(sentence1=A, sentence2=B, label=[1, 0, 1]),
+    "pair_score": _data(sentence1=A, sentence2=B, score=[0.1, 0.73, 0.5]),
+    "triplets": _data(anchor=A, positive=B, negative=C),
+    "n_tuples": _data(anchor=A, positive=B, negative_1=C, negative_2=B[::-1]),
+    "teacher_embedding": _data(text=A, label=[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]),
+    "query_passage_margin": _data(query=A, passage_one=B, passage_two=C, score=[1.5, -0.2, 3.0]),
+}
+
+
+def test_every_format_row_is_covered():
+    assert set(CASES) == {data_format.key for data_format in FORMATS}
+
+
+@pytest.mark.parametrize("key", list(CASES))
+def test_detect_format(key):
+    detected = detect_format(CASES[key])
+    assert detected.format.key == key
+    assert detected.num_rows == 3
+
+
+def test_column_roles():
+    detected = detect_format(_data(score=[0.5, 0.2, 0.1], sentence1=A, sentence2=B))
+    assert detected.label_column == "score" and detected.input_columns == ("sentence1", "sentence2")
+    named = detect_format(_data(first=A, second=B, target=[0.5, 0.2, 0.1]), label_column="target")
+    assert named.format.key == "pair_score"
+
+
+def test_string_class_names_and_bool_labels():
+    assert detect_format(_data(premise=A, hypothesis=B, label=["ENTAILMENT", "NEUTRAL", "CONTRADICTION"])).format.key == "pair_class"
+    assert detect_format(_data(sentence1=A, sentence2=B, label=[True, False, True])).format.key == "pair_binary"
+
+
+def test_format_override_where_structure_allows():
+    assert detect_format(CASES["anchor_anchor_pairs"], format_key="anchor_positive_pairs").format.key == "anchor_positive_pairs"
+    assert detect_format(CASES["pair_binary"], format_key="pair_class").format.key == "pair_class"
+    with pytest.raises(EmbedlabError, match="needs"):
+        detect_format(CASES["pair_score"], format_key="triplets")
+    with pytest.raises(EmbedlabError, match="unknown data format"):
+        detect_format(CASES["pair_score"], format_key="pairs")
+
+
+def test_bad_labels_are_one_line_errors():
+    with pytest.raises(EmbedlabError, match="NaN value at row 2"):
+        detect_format(_data(sentence1=A, sentence2=B, score=[0.1, float("nan"), 0.3]))
+    with pytest.raises(EmbedlabError, match="mixes numbers and text"):
+        detect_format(_data(sentence1=A, sentence2=B, score=["0.1", "n/a", "0.3"]))
+    with pytest.raises(EmbedlabError, match="does not hold text"):
+        detect_format(_data(sentence1=A, year=[2001, 2002, 2003], score=[0.1, 0.2, 0.3]))
+    with pytest.raises(EmbedlabError, match="no data format has 3 input column"):
+        detect_format(_data(sentence1=A, sentence2=B, genre=C, label=[0, 1, 2]))
+
+
+def test_losses_for_comes_from_loss_declarations():
+    from embedlab.losses import CATALOGUE
+
+    assert "CoSENTLoss" in losses_for("pair_score")
+    assert "MultipleNegativesRankingLoss" in losses_for("triplets")
+    for key in CASES:
+        assert losses_for(key) == [name for name, cls in CATALOGUE.items() if key in cls.formats]
