@@ -70,11 +70,11 @@ def score_pairs_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "pairs.jsonl", rows)
 
 
-def write_config(path: Path, model: Path, train: Path, output_dir: Path, **sections) -> Path:
+def write_config(path: Path, model_path: Path, train: Path, output_dir: Path, **sections) -> Path:
     import yaml
 
     config = {
-        "model": {"name": str(model)},
+        "model": {"name": str(model_path)},
         "data": {"train": str(train)},
         "loss": {"name": "CoSENTLoss"},
         "training": {"batch_size": 8, "max_steps": 4, "save_steps": 2, "show_progress_bar": False},
