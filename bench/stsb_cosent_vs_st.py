@@ -54,7 +54,11 @@ results["embedlab"] = {"before": before, "after": after, "train_seconds": embedl
 print("embedlab", results["embedlab"], flush=True)
 
 # 3. sentence-transformers, the reference
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments  # noqa: E402
+from sentence_transformers import (  # noqa: E402
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
 from sentence_transformers import losses as st_losses  # noqa: E402
 from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator as STEvaluator  # noqa: E402
 

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from embedlab import EmbeddingModel
+from embedlab import EmbeddingModel, similarity
 from embedlab import losses as our_losses
-from embedlab import similarity
 
 sentence_transformers = pytest.importorskip("sentence_transformers")
 from sentence_transformers import losses as st_losses  # noqa: E402
