@@ -41,6 +41,12 @@ def tiny_model_path(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
+@pytest.fixture(scope="session")
+def tiny_guide_path(tmp_path_factory) -> Path:
+    """Another tiny model (other weights, same vocabulary): a guide for GISTEmbed losses."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-guide"), seed=1)
+
+
 @pytest.fixture
 def tiny_model(tiny_model_path):
     from embedlab import EmbeddingModel

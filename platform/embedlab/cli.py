@@ -51,12 +51,14 @@ def cmd_formats(args) -> None:
 
 def cmd_losses(args) -> None:
     from embedlab.formats import FORMATS
-    from embedlab.losses import CATALOGUE, get_loss_class
+    from embedlab.losses import CATALOGUE, MODIFIERS, get_loss_class
 
     if args.name:
-        loss_class = get_loss_class(args.name)
-        print(f"{loss_class.__name__}: formats {', '.join(getattr(loss_class, 'formats', ('any',)))}")
-        for name, parameter in list(inspect.signature(loss_class.__init__).parameters.items())[2:]:
+        loss_class = MODIFIERS.get(args.name) or get_loss_class(args.name)
+        formats = "any (a loss modifier)" if args.name in MODIFIERS else ", ".join(getattr(loss_class, "formats", ("any",)))
+        print(f"{loss_class.__name__}: formats {formats}")
+        skipped = 3 if args.name in MODIFIERS else 2  # self, model (and the inner loss)
+        for name, parameter in list(inspect.signature(loss_class.__init__).parameters.items())[skipped:]:
             default = parameter.default
             shown = getattr(default, "__name__", repr(default)) if default is not inspect.Parameter.empty else "required"
             print(f"  {name} = {shown}")
@@ -64,6 +66,7 @@ def cmd_losses(args) -> None:
     for data_format in FORMATS:
         names = [name for name, loss_class in CATALOGUE.items() if data_format.key in loss_class.formats]
         print(f"{data_format.key:24s} {data_format.title:50s} {', '.join(names) or '-'}")
+    print(f"{'modifiers (any format)':75s}{', '.join(MODIFIERS)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

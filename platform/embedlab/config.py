@@ -19,6 +19,15 @@ from embedlab.model import DEFAULT_MODEL
 
 
 @dataclass
+class ConversionConfig:
+    to: str  # triplets | anchor_positive_pairs
+    threshold: float | None = None  # score pairs -> anchor-positive pairs: keep scores at or above this
+    positive_label: str | int | None = None  # pairs + class -> triplets: e.g. ENTAILMENT
+    negative_label: str | int | None = None  # pairs + class -> triplets: e.g. CONTRADICTION
+    seed: int = 0
+
+
+@dataclass
 class DataSource:
     path: str  # a CSV / TSV / JSONL / Parquet file, a saved `datasets` folder, or a hub data set name
     columns: list[str] | None = None  # keep only these, in this order (inputs first, then the label)
@@ -28,6 +37,7 @@ class DataSource:
     split: str = "train"  # for hub data sets
     subset: str | None = None  # for hub data sets with several configurations
     limit: int | None = None  # keep the first N rows
+    convert: ConversionConfig | None = None  # an explicit, logged conversion to another format
 
 
 @dataclass
@@ -38,9 +48,16 @@ class ModelConfig:
 
 
 @dataclass
+class LossModifierConfig:
+    name: str  # MatryoshkaLoss, AdaptiveLayerLoss or Matryoshka2dLoss
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
 class LossConfig:
     name: str = "CoSENTLoss"  # a catalogue name, or a dotted path to a user's loss class
     params: dict = field(default_factory=dict)
+    modifiers: list[LossModifierConfig] = field(default_factory=list)  # wrapped around the loss, in order
 
 
 @dataclass
@@ -121,7 +138,12 @@ def _build(cls, raw, where: str):
         if raw is None:
             return None
         options = [option for option in typing.get_args(cls) if option is not type(None)]
-        return _build(options[0], raw, where)
+        for option in options[:-1]:  # the first type that fits, e.g. a class label that is str or int
+            try:
+                return _build(option, raw, where)
+            except EmbedlabError:
+                continue
+        return _build(options[-1], raw, where)
     if origin is list:
         if not isinstance(raw, list):
             raise EmbedlabError(f"config key '{where}' must be a list")

@@ -81,7 +81,12 @@ def load_data(source: DataSource) -> datasets.Dataset:
 
 def load_with_format(source: DataSource) -> tuple[datasets.Dataset, DetectedFormat]:
     dataset = load_data(source)
-    return dataset, detect_format(dataset, source.label_column, source.format)
+    detected = detect_format(dataset, source.label_column, source.format)
+    if source.convert is not None:
+        from embedlab.conversions import convert
+
+        dataset, detected = convert(dataset, detected, source.convert)
+    return dataset, detected
 
 
 class Collator:
@@ -161,4 +166,46 @@ class NoDuplicatesBatchSampler(RandomBatchSampler):
         return batches
 
 
-SAMPLERS = {"random": RandomBatchSampler, "no_duplicates": NoDuplicatesBatchSampler}
+class GroupByLabelBatchSampler(RandomBatchSampler):
+    """Batches of label pairs: two rows of a label at a time, from as many labels as fit, so that every
+    batch holds at least two labels with at least two rows each (what the batch triplet losses mine).
+
+    Rows of a label with a single row, and an odd row out per label, wait for the next epoch's shuffle.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, detected: DetectedFormat, batch_size: int, seed: int, drop_last: bool = False):
+        super().__init__(dataset, detected, batch_size, seed, drop_last)
+        if detected.label_column is None:
+            raise EmbedlabError("the group_by_label sampler needs a label column")
+        if batch_size < 4 or batch_size % 2:
+            raise EmbedlabError(f"the group_by_label sampler needs an even batch size of at least 4, got {batch_size}")
+        self.rows_by_label: dict = {}
+        for index, label in enumerate(dataset[detected.label_column]):
+            self.rows_by_label.setdefault(label, []).append(index)
+        if sum(len(rows) >= 2 for rows in self.rows_by_label.values()) < 2:
+            raise EmbedlabError("the group_by_label sampler needs at least two labels with two rows each")
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        queues = []  # per label, its rows shuffled and cut into pairs
+        for rows in self.rows_by_label.values():
+            shuffled = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+            pairs = [shuffled[i : i + 2] for i in range(0, len(shuffled) - 1, 2)]
+            if pairs:
+                queues.append(pairs)
+        batches = []
+        while sum(1 for queue in queues if queue) >= 2:
+            batch = []
+            # Labels in a fresh random order, one pair each, until the batch is full. The first round
+            # alone visits two or more labels, and a batch holds at least two pairs.
+            while len(batch) < self.batch_size and any(queues):
+                for label_index in torch.randperm(len(queues), generator=generator).tolist():
+                    if queues[label_index] and len(batch) < self.batch_size:
+                        batch.extend(queues[label_index].pop())
+            if len(batch) < self.batch_size and self.drop_last:
+                break
+            batches.append(batch)
+        return batches
+
+
+SAMPLERS = {"random": RandomBatchSampler, "no_duplicates": NoDuplicatesBatchSampler, "group_by_label": GroupByLabelBatchSampler}

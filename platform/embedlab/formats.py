@@ -56,6 +56,7 @@ class DetectedFormat:
     label_column: str | None
     label_kind: str
     num_rows: int
+    num_classes: int | None = None  # for class labels: ids 0..n-1 (class names count once each)
 
     def describe(self) -> str:
         label = f" + {self.label_kind} label '{self.label_column}'" if self.label_column else ""
@@ -167,4 +168,8 @@ def detect_format(dataset, label_column: str | None = None, format_key: str | No
                 f"'{kind}' label: select the columns you train on with the data source's `columns` key"
             )
         chosen = min(matches, key=lambda fmt: fmt.label != kind)  # an exact label match over "1/0 as class"
-    return DetectedFormat(chosen, input_columns, label_column, kind, len(dataset))
+    num_classes = None
+    if kind in (CLASS, BINARY):
+        labels = dataset[label_column]
+        num_classes = len(set(labels)) if isinstance(labels[0], str) else int(max(labels)) + 1
+    return DetectedFormat(chosen, input_columns, label_column, kind, len(dataset), num_classes)

@@ -67,6 +67,7 @@ class Transformer(nn.Module):
             max_seq_length = min(limit for limit in limits if limit is not None and limit < 1_000_000)
         self.max_seq_length = max_seq_length
         self.do_lower_case = do_lower_case
+        self.output_all_layers = False  # AdaptiveLayerLoss asks for every layer's token embeddings
 
     @classmethod
     def load(cls, path: Path, trust_remote_code: bool = False) -> "Transformer":
@@ -105,8 +106,10 @@ class Transformer(nn.Module):
         model_inputs = {
             key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features
         }
-        output = self.auto_model(**model_inputs, return_dict=True)
+        output = self.auto_model(**model_inputs, output_hidden_states=self.output_all_layers, return_dict=True)
         features["token_embeddings"] = output.last_hidden_state
+        if self.output_all_layers:
+            features["all_layer_embeddings"] = output.hidden_states
         return features
 
     def save(self, path: Path) -> None:

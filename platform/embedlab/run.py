@@ -43,7 +43,7 @@ def prepare(config: Config) -> Prepared:
     if config.model.max_seq_length:
         model.max_seq_length = config.model.max_seq_length
     set_seed(config.training.seed)  # loss heads (e.g. a classifier) start the same on every run
-    loss = build_loss(config.loss.name, model, config.loss.params, detected)
+    loss = build_loss(config.loss.name, model, config.loss.params, detected, config.loss.modifiers)
     return Prepared(config, dataset, detected, loss, evaluators, test_evaluators)
 
 

@@ -66,3 +66,35 @@ PAIRWISE_SIMILARITIES = {
     "manhattan": pairwise_manhattan_sim,
 }
 SIMILARITIES = {"cosine": cos_sim, "dot": dot_score, "euclidean": euclidean_sim, "manhattan": manhattan_sim}
+
+
+def pairwise_angle_sim(a, b) -> Tensor:
+    """AnglE similarity |cos(a, b) + sin(a, b)| after L2 normalization; dimensions i and i + D/2 pair up
+    for the sine term (the complex-number form of the AnglE paper)."""
+    a, b = _as_tensor(a).float(), _as_tensor(b).float()
+    if a.shape[1] % 2:  # chunking needs an even dimension
+        a, b = torch.nn.functional.pad(a, (0, 1)), torch.nn.functional.pad(b, (0, 1))
+    a, b = torch.nn.functional.normalize(a, p=2, dim=1), torch.nn.functional.normalize(b, p=2, dim=1)
+    cosines = (a * b).sum(dim=1)
+    a_first, a_last = torch.chunk(a, 2, dim=1)
+    b_first, b_last = torch.chunk(b, 2, dim=1)
+    sines = (a_last * b_first - a_first * b_last).sum(dim=1)
+    return torch.abs(cosines + sines)
+
+
+# Distance matrices between all rows of one batch (the batch triplet losses).
+def cosine_distance_matrix(embeddings: Tensor) -> Tensor:
+    return 1 - cos_sim(embeddings, embeddings)
+
+
+def euclidean_distance_matrix(embeddings: Tensor, squared: bool = False) -> Tensor:
+    """Via ||a||^2 - 2<a, b> + ||b||^2: the diagonal is exactly 0, and sqrt gets no infinite gradient there."""
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        embeddings = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
+        dot_product = embeddings @ embeddings.T
+    square_norm = torch.diag(dot_product)
+    distances = (square_norm.unsqueeze(0) - 2.0 * dot_product + square_norm.unsqueeze(1)).clamp(min=0)
+    if squared:
+        return distances
+    zero = distances.eq(0).float()
+    return (1.0 - zero) * torch.sqrt(distances + zero * 1e-16)

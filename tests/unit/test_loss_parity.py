@@ -5,6 +5,7 @@ import torch
 
 from embedlab import EmbeddingModel, similarity
 from embedlab import losses as our_losses
+from embedlab.losses import distances
 
 sentence_transformers = pytest.importorskip("sentence_transformers")
 from sentence_transformers import losses as st_losses  # noqa: E402
@@ -14,10 +15,26 @@ A = ["a man is playing a guitar", "the dog runs in the park", "two cats sit on a
 B = ["a man plays a flute", "a dog is running", "the cats are sitting", "paris is the capital of france", "a blue boat"]
 C = ["a car drives on the road", "the sky is blue", "a boat on the water", "a bird sits in a tree", "the old house"]
 
-# (loss name, our params, reference params, columns, labels)
+LABELS4 = [0, 1, 1, 0, 0]
+CLASSES = [0, 1, 0, 1, 2]
+TEACHER = torch.randn(5, 32, generator=torch.Generator().manual_seed(0)).tolist()
+MARGINS = [1.5, -0.3, 0.2, 2.0, 0.7]
+D = distances
+
+# (loss name, our params, reference params, columns, labels): defaults first, then other settings.
 CASES = [
     ("CoSENTLoss", {}, {}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
     ("CoSENTLoss", {"scale": 7.5, "similarity_fct": similarity.pairwise_dot_score}, {"scale": 7.5, "similarity_fct": st_util.pairwise_dot_score}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
+    ("AnglELoss", {}, {}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
+    ("AnglELoss", {"scale": 5.0}, {"scale": 5.0}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
+    ("CosineSimilarityLoss", {}, {}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
+    ("CosineSimilarityLoss", {"loss_fct": torch.nn.L1Loss()}, {"loss_fct": torch.nn.L1Loss()}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
+    ("ContrastiveLoss", {}, {}, [A, B], LABELS4),
+    ("ContrastiveLoss", {"distance_metric": D.SiameseDistanceMetric.EUCLIDEAN, "margin": 2.0, "size_average": False}, {"distance_metric": st_losses.SiameseDistanceMetric.EUCLIDEAN, "margin": 2.0, "size_average": False}, [A, B], LABELS4),
+    ("OnlineContrastiveLoss", {}, {}, [A, B], LABELS4),
+    ("OnlineContrastiveLoss", {"distance_metric": D.SiameseDistanceMetric.MANHATTAN, "margin": 3.0}, {"distance_metric": st_losses.SiameseDistanceMetric.MANHATTAN, "margin": 3.0}, [A, B], LABELS4),
+    ("TripletLoss", {}, {}, [A, B, C], None),
+    ("TripletLoss", {"distance_metric": D.TripletDistanceMetric.COSINE, "triplet_margin": 0.3}, {"distance_metric": st_losses.TripletDistanceMetric.COSINE, "triplet_margin": 0.3}, [A, B, C], None),
     ("MultipleNegativesRankingLoss", {}, {}, [A, B], None),
     ("MultipleNegativesRankingLoss", {}, {}, [A, B, C], None),
     ("MultipleNegativesRankingLoss", {"scale": 5.0, "similarity_fct": similarity.dot_score}, {"scale": 5.0, "similarity_fct": st_util.dot_score}, [A, B, C], None),
@@ -42,11 +59,56 @@ CASES = [
         [A, B, C],
         None,
     ),
+    ("CachedMultipleNegativesRankingLoss", {"mini_batch_size": 2}, {"mini_batch_size": 2}, [A, B, C], None),
+    ("CachedMultipleNegativesRankingLoss", {}, {}, [A, B], None),
+    ("CachedMultipleNegativesRankingLoss", {"mini_batch_size": 3, "scale": 10.0, "directions": ("query_to_doc", "doc_to_query")}, {"mini_batch_size": 3, "scale": 10.0, "directions": ("query_to_doc", "doc_to_query")}, [A, B, C], None),
+    ("MultipleNegativesSymmetricRankingLoss", {}, {}, [A, B], None),
+    ("MultipleNegativesSymmetricRankingLoss", {"scale": 7.0, "similarity_fct": similarity.dot_score}, {"scale": 7.0, "similarity_fct": st_util.dot_score}, [A, B], None),
+    ("CachedMultipleNegativesSymmetricRankingLoss", {}, {}, [A, B], None),
+    ("CachedMultipleNegativesSymmetricRankingLoss", {"mini_batch_size": 2, "scale": 9.0}, {"mini_batch_size": 2, "scale": 9.0}, [A, B], None),
+    ("MegaBatchMarginLoss", {}, {}, [A, B], None),
+    ("MegaBatchMarginLoss", {"use_mini_batched_version": False, "positive_margin": 0.6}, {"use_mini_batched_version": False, "positive_margin": 0.6}, [A, B], None),
+    ("MegaBatchMarginLoss", {"mini_batch_size": 2, "negative_margin": 0.1}, {"mini_batch_size": 2, "negative_margin": 0.1}, [A, B], None),
+    ("BatchAllTripletLoss", {}, {}, [A], CLASSES),
+    ("BatchAllTripletLoss", {"distance_metric": D.BatchHardTripletLossDistanceFunction.cosine_distance, "margin": 0.2}, {"distance_metric": st_losses.BatchHardTripletLossDistanceFunction.cosine_distance, "margin": 0.2}, [A], CLASSES),
+    ("BatchHardTripletLoss", {}, {}, [A], CLASSES),
+    ("BatchHardTripletLoss", {"distance_metric": D.BatchHardTripletLossDistanceFunction.cosine_distance, "margin": 0.2}, {"distance_metric": st_losses.BatchHardTripletLossDistanceFunction.cosine_distance, "margin": 0.2}, [A], CLASSES),
+    ("BatchHardSoftMarginTripletLoss", {}, {}, [A], CLASSES),
+    ("BatchHardSoftMarginTripletLoss", {"distance_metric": D.BatchHardTripletLossDistanceFunction.cosine_distance}, {"distance_metric": st_losses.BatchHardTripletLossDistanceFunction.cosine_distance}, [A], CLASSES),
+    ("BatchSemiHardTripletLoss", {}, {}, [A], CLASSES),
+    ("BatchSemiHardTripletLoss", {"distance_metric": D.BatchHardTripletLossDistanceFunction.cosine_distance, "margin": 0.2}, {"distance_metric": st_losses.BatchHardTripletLossDistanceFunction.cosine_distance, "margin": 0.2}, [A], CLASSES),
+    ("SoftmaxLoss", {"embedding_dimension": 32, "num_labels": 3}, {"embedding_dimension": 32, "num_labels": 3}, [A, B], CLASSES),
+    (
+        "SoftmaxLoss",
+        {"embedding_dimension": 32, "num_labels": 3, "concatenation_sent_multiplication": True, "concatenation_sent_rep": False},
+        {"embedding_dimension": 32, "num_labels": 3, "concatenation_sent_multiplication": True, "concatenation_sent_rep": False},
+        [A, B],
+        CLASSES,
+    ),
+    ("MSELoss", {}, {}, [A], TEACHER),
+    ("MSELoss", {}, {}, [A, B], TEACHER),
+    ("MarginMSELoss", {}, {}, [A, B, C], MARGINS),
+    ("MarginMSELoss", {"similarity_fct": similarity.pairwise_cos_sim}, {"similarity_fct": st_util.pairwise_cos_sim}, [A, B, C], MARGINS),
+    ("GISTEmbedLoss", {"guide": "GUIDE"}, {"guide": "GUIDE"}, [A, B], None),
+    ("GISTEmbedLoss", {"guide": "GUIDE", "temperature": 0.05, "margin_strategy": "relative", "margin": 0.1, "contrast_anchors": False}, {"guide": "GUIDE", "temperature": 0.05, "margin_strategy": "relative", "margin": 0.1, "contrast_anchors": False}, [A, B, C], None),
+    ("CachedGISTEmbedLoss", {"guide": "GUIDE", "mini_batch_size": 2}, {"guide": "GUIDE", "mini_batch_size": 2}, [A, B, C], None),
+    ("CachedGISTEmbedLoss", {"guide": "GUIDE", "margin": 0.05, "contrast_positives": False}, {"guide": "GUIDE", "margin": 0.05, "contrast_positives": False}, [A, B], None),
+    ("ContrastiveTensionLoss", {}, {}, [A, A[:2] + B[2:]], None),
+    ("ContrastiveTensionLossInBatchNegatives", {}, {}, [A, A], None),
+    ("ContrastiveTensionLossInBatchNegatives", {"scale": 5.0, "similarity_fct": similarity.dot_score}, {"scale": 5.0, "similarity_fct": st_util.dot_score}, [A, A], None),
 ]
+
+
+def _copy_loss_heads(ours, reference) -> None:
+    """Heads that start random (SoftmaxLoss's classifier) start equal on both sides."""
+    if hasattr(ours, "classifier"):
+        ours.classifier.load_state_dict(reference.classifier.state_dict())
 
 
 def loss_and_gradients(loss, model, columns, labels, rename=lambda name: name):
     model.eval()  # no dropout: both sides see identical activations
+    for module in getattr(loss, "model1", model).modules():  # Contrastive Tension's second copy too
+        module.eval()
     features = [model.tokenize(column) for column in columns]
     label_tensor = torch.tensor(labels) if labels is not None else None
     value = loss(features, label_tensor)
@@ -56,13 +118,18 @@ def loss_and_gradients(loss, model, columns, labels, rename=lambda name: name):
 
 
 @pytest.mark.parametrize(("name", "ours", "reference", "columns", "labels"), CASES, ids=[f"{case[0]}-{i}" for i, case in enumerate(CASES)])
-def test_loss_and_gradients_match_sentence_transformers(tiny_model_path, name, ours, reference, columns, labels):
+def test_loss_and_gradients_match_sentence_transformers(tiny_model_path, tiny_guide_path, name, ours, reference, columns, labels):
     our_model = EmbeddingModel(str(tiny_model_path), device="cpu")
     st_model = sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu")
-    our_value, our_gradients = loss_and_gradients(
-        getattr(our_losses, name)(our_model, **ours), our_model, columns, labels, rename=lambda n: n.replace(".auto_model.", ".model.")
-    )
-    st_value, st_gradients = loss_and_gradients(getattr(st_losses, name)(st_model, **reference), st_model, columns, labels)
+    if ours.get("guide") == "GUIDE":  # GIST: the same guide weights on both sides, in eval mode
+        ours = {**ours, "guide": EmbeddingModel(str(tiny_guide_path), device="cpu")}
+        reference = {**reference, "guide": sentence_transformers.SentenceTransformer(str(tiny_guide_path), device="cpu").eval()}
+    reference_loss = getattr(st_losses, name)(st_model, **reference)
+    our_loss = getattr(our_losses, name)(our_model, **ours)
+    _copy_loss_heads(our_loss, reference_loss)
+    rename = lambda n: n.replace(".auto_model.", ".model.")  # noqa: E731
+    our_value, our_gradients = loss_and_gradients(our_loss, our_model, columns, labels, rename=rename)
+    st_value, st_gradients = loss_and_gradients(reference_loss, st_model, columns, labels)
     torch.testing.assert_close(our_value, st_value, rtol=1e-4, atol=1e-6)
     assert set(our_gradients) == set(st_gradients) and our_gradients
     for parameter_name, gradient in our_gradients.items():

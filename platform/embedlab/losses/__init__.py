@@ -13,17 +13,92 @@ import inspect
 from embedlab import similarity
 from embedlab.errors import EmbedlabError
 from embedlab.formats import DetectedFormat, losses_for
+from embedlab.losses.adaptive_layer_loss import AdaptiveLayerLoss
+from embedlab.losses.angle_loss import AnglELoss
+from embedlab.losses.batch_triplet_losses import (
+    BatchAllTripletLoss,
+    BatchHardSoftMarginTripletLoss,
+    BatchHardTripletLoss,
+    BatchSemiHardTripletLoss,
+)
+from embedlab.losses.cached_multiple_negatives_ranking_loss import CachedMultipleNegativesRankingLoss
+from embedlab.losses.cached_multiple_negatives_symmetric_ranking_loss import (
+    CachedMultipleNegativesSymmetricRankingLoss,
+)
+from embedlab.losses.contrastive_loss import ContrastiveLoss
+from embedlab.losses.contrastive_tension_loss import (
+    ContrastiveTensionLoss,
+    ContrastiveTensionLossInBatchNegatives,
+)
 from embedlab.losses.cosent_loss import CoSENTLoss
+from embedlab.losses.cosine_similarity_loss import CosineSimilarityLoss
+from embedlab.losses.distances import (
+    BatchHardTripletLossDistanceFunction,
+    SiameseDistanceMetric,
+    TripletDistanceMetric,
+)
+from embedlab.losses.gist_embed_loss import CachedGISTEmbedLoss, GISTEmbedLoss
+from embedlab.losses.margin_mse_loss import MarginMSELoss
+from embedlab.losses.matryoshka_2d_loss import Matryoshka2dLoss
+from embedlab.losses.matryoshka_loss import MatryoshkaLoss
+from embedlab.losses.mega_batch_margin_loss import MegaBatchMarginLoss
+from embedlab.losses.mse_loss import MSELoss
 from embedlab.losses.multiple_negatives_ranking_loss import MultipleNegativesRankingLoss
+from embedlab.losses.multiple_negatives_symmetric_ranking_loss import MultipleNegativesSymmetricRankingLoss
+from embedlab.losses.online_contrastive_loss import OnlineContrastiveLoss
+from embedlab.losses.softmax_loss import SoftmaxLoss
+from embedlab.losses.triplet_loss import TripletLoss
 
-CATALOGUE = {loss_class.__name__: loss_class for loss_class in (CoSENTLoss, MultipleNegativesRankingLoss)}
+# In the order of the loss overview's table.
+CATALOGUE = {
+    loss_class.__name__: loss_class
+    for loss_class in (
+        BatchAllTripletLoss,
+        BatchHardSoftMarginTripletLoss,
+        BatchHardTripletLoss,
+        BatchSemiHardTripletLoss,
+        ContrastiveTensionLoss,
+        ContrastiveTensionLossInBatchNegatives,
+        SoftmaxLoss,
+        MultipleNegativesRankingLoss,
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesSymmetricRankingLoss,
+        CachedMultipleNegativesSymmetricRankingLoss,
+        MegaBatchMarginLoss,
+        GISTEmbedLoss,
+        CachedGISTEmbedLoss,
+        ContrastiveLoss,
+        OnlineContrastiveLoss,
+        CoSENTLoss,
+        AnglELoss,
+        CosineSimilarityLoss,
+        TripletLoss,
+        MSELoss,
+        MarginMSELoss,
+    )
+}
 
-__all__ = ["CATALOGUE", "CoSENTLoss", "MultipleNegativesRankingLoss", "build_loss", "get_loss_class"]
+# Loss modifiers wrap any loss: `loss.modifiers: [{name: MatryoshkaLoss, params: {matryoshka_dims: [...]}}]`.
+MODIFIERS = {modifier.__name__: modifier for modifier in (MatryoshkaLoss, AdaptiveLayerLoss, Matryoshka2dLoss)}
+
+__all__ = [
+    "CATALOGUE",
+    "MODIFIERS",
+    *MODIFIERS,
+    "BatchHardTripletLossDistanceFunction",
+    "SiameseDistanceMetric",
+    "TripletDistanceMetric",
+    "build_loss",
+    "get_loss_class",
+    *CATALOGUE,
+]
 
 
 def get_loss_class(name: str) -> type:
     if name in CATALOGUE:
         return CATALOGUE[name]
+    if name in MODIFIERS:
+        raise EmbedlabError(f"{name} is a loss modifier: name the inner loss in `loss.name` and put {name} in `loss.modifiers`")
     if "." in name:
         module_name, _, class_name = name.rpartition(".")
         try:
@@ -50,21 +125,61 @@ def check_format(loss_class: type, detected: DetectedFormat) -> None:
     )
 
 
-def _resolve_param(value):
-    """Similarity functions are named in config files by their function name, e.g. `pairwise_cos_sim`."""
-    if isinstance(value, str) and hasattr(similarity, value) and callable(getattr(similarity, value)):
-        return getattr(similarity, value)
+def _resolve_param(loss_class: type, name: str, value, model):
+    """Objects are named in config files: a loss's own choices (e.g. `distance_metric: euclidean`), a
+    similarity function of `embedlab.similarity` (e.g. `similarity_fct: pairwise_dot_score`), or a guide
+    model by path or hub id (`guide: sentence-transformers/all-MiniLM-L6-v2`)."""
+    if not isinstance(value, str):
+        return value
+    if name == "guide":
+        from embedlab.model import EmbeddingModel
+
+        return EmbeddingModel(value, device=str(model.device))
+    choices = getattr(loss_class, "param_choices", {}).get(name)
+    if choices is not None:
+        key = value.lower()
+        if key not in choices:
+            raise EmbedlabError(f"{loss_class.__name__}: {name} '{value}' is unknown: choose from {', '.join(choices)}")
+        return choices[key]
+    if name.endswith("similarity_fct"):
+        function = getattr(similarity, value, None)
+        if not callable(function):
+            raise EmbedlabError(f"{loss_class.__name__}: similarity_fct '{value}' is not a function of embedlab.similarity")
+        return function
     return value
 
 
-def build_loss(name: str, model, params: dict, detected: DetectedFormat):
-    loss_class = get_loss_class(name)
-    check_format(loss_class, detected)
-    accepted = list(inspect.signature(loss_class.__init__).parameters)[2:]  # after self and model
+def _defaults_from_context(loss_class: type, model, detected: DetectedFormat, accepted: list[str]) -> dict:
+    """Parameters the data and model already know: e.g. SoftmaxLoss's embedding size and class count."""
+    defaults = {}
+    if "embedding_dimension" in accepted:
+        defaults["embedding_dimension"] = model.embedding_dimension
+    if "num_labels" in accepted and detected.num_classes is not None:
+        defaults["num_labels"] = detected.num_classes
+    return defaults
+
+
+def _construct(loss_class: type, model, params: dict, detected: DetectedFormat | None, inner=None):
+    skipped = 3 if inner is not None else 2  # self, model (and the inner loss for modifiers)
+    accepted = list(inspect.signature(loss_class.__init__).parameters)[skipped:]
     unknown = [key for key in params if key not in accepted]
     if unknown:
         raise EmbedlabError(f"{loss_class.__name__} has no parameter {unknown}: its parameters are {', '.join(accepted)}")
+    resolved = _defaults_from_context(loss_class, model, detected, accepted) if detected is not None else {}
+    resolved.update({key: _resolve_param(loss_class, key, value, model) for key, value in params.items()})
     try:
-        return loss_class(model, **{key: _resolve_param(value) for key, value in params.items()})
+        return loss_class(model, inner, **resolved) if inner is not None else loss_class(model, **resolved)
     except (TypeError, ValueError) as error:
         raise EmbedlabError(f"{loss_class.__name__}: {error}") from None
+
+
+def build_loss(name: str, model, params: dict, detected: DetectedFormat, modifiers: list = ()):
+    """The configured loss, checked against the data's format, wrapped in its modifiers in order."""
+    loss_class = get_loss_class(name)
+    check_format(loss_class, detected)
+    loss = _construct(loss_class, model, params, detected)
+    for modifier in modifiers:
+        if modifier.name not in MODIFIERS:
+            raise EmbedlabError(f"unknown loss modifier '{modifier.name}': choose from {', '.join(MODIFIERS)}")
+        loss = _construct(MODIFIERS[modifier.name], model, modifier.params, None, inner=loss)
+    return loss
