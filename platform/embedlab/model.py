@@ -357,10 +357,10 @@ class EmbeddingModel(nn.Sequential):
         invisible to the result.
         """
         first, *candidates = features_list
-        embeddings = [self(first)["sentence_embedding"]]
+        embeddings = [self(dict(first))["sentence_embedding"]]  # a copy: forward adds keys to its input
         keys = set(first)
         if len(candidates) < 2 or any(set(features) != keys for features in candidates):
-            return embeddings + [self(features)["sentence_embedding"] for features in candidates]
+            return embeddings + [self(dict(features))["sentence_embedding"] for features in candidates]
         width = max(features["input_ids"].shape[1] for features in candidates)
         pad_id = self.transformer.tokenizer.pad_token_id or 0
         merged = {}

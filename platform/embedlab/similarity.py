@@ -50,7 +50,7 @@ def pairwise_dot_score(a, b) -> Tensor:
 
 def pairwise_euclidean_sim(a, b) -> Tensor:
     a, b = _as_tensor(a), _as_tensor(b)
-    return -torch.sqrt(torch.sum((a - b) ** 2, dim=-1))
+    return -torch.linalg.vector_norm(a - b, dim=-1)  # unlike sqrt(sum(d^2)), its gradient at d = 0 is 0, not NaN
 
 
 def pairwise_manhattan_sim(a, b) -> Tensor:

@@ -105,10 +105,11 @@ def get_loss_class(name: str) -> type:
             return getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as error:
             raise EmbedlabError(f"custom loss '{name}' could not be imported: {error}") from None
-    close = difflib.get_close_matches(name, CATALOGUE, n=3, cutoff=0.5)
+    by_lower = {known.lower(): known for known in [*CATALOGUE, *MODIFIERS]}
+    close = [by_lower[match] for match in difflib.get_close_matches(name.lower(), by_lower, n=3, cutoff=0.6)]
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise EmbedlabError(
-        f"unknown loss '{name}': {hint}known losses are {', '.join(CATALOGUE)} "
+        f"unknown loss '{name}': {hint}`embedlab losses` lists the catalogue "
         "(or give a dotted path to your own loss class)"
     )
 
