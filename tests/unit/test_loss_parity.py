@@ -94,15 +94,18 @@ CASES = [
     ("CachedGISTEmbedLoss", {"guide": "GUIDE", "mini_batch_size": 2}, {"guide": "GUIDE", "mini_batch_size": 2}, [A, B, C], None),
     ("CachedGISTEmbedLoss", {"guide": "GUIDE", "margin": 0.05, "contrast_positives": False}, {"guide": "GUIDE", "margin": 0.05, "contrast_positives": False}, [A, B], None),
     ("ContrastiveTensionLoss", {}, {}, [A, A[:2] + B[2:]], None),
+    ("DenoisingAutoEncoderLoss", {}, {}, [[" ".join(t.split()[::2]) for t in A], A], None),
+    ("DenoisingAutoEncoderLoss", {"decoder_name_or_path": "GUIDE_PATH", "tie_encoder_decoder": False}, {"decoder_name_or_path": "GUIDE_PATH", "tie_encoder_decoder": False}, [[t.split()[0] for t in A], A], None),
     ("ContrastiveTensionLossInBatchNegatives", {}, {}, [A, A], None),
     ("ContrastiveTensionLossInBatchNegatives", {"scale": 5.0, "similarity_fct": similarity.dot_score}, {"scale": 5.0, "similarity_fct": st_util.dot_score}, [A, A], None),
 ]
 
 
 def _copy_loss_heads(ours, reference) -> None:
-    """Heads that start random (SoftmaxLoss's classifier) start equal on both sides."""
-    if hasattr(ours, "classifier"):
-        ours.classifier.load_state_dict(reference.classifier.state_dict())
+    """Heads that start random (SoftmaxLoss's classifier, TSDAE's cross-attention) start equal on both sides."""
+    for head in ("classifier", "decoder"):
+        if hasattr(ours, head):
+            getattr(ours, head).load_state_dict(getattr(reference, head).state_dict())
 
 
 def loss_and_gradients(loss, model, columns, labels, rename=lambda name: name):
@@ -121,6 +124,9 @@ def loss_and_gradients(loss, model, columns, labels, rename=lambda name: name):
 def test_loss_and_gradients_match_sentence_transformers(tiny_model_path, tiny_guide_path, name, ours, reference, columns, labels):
     our_model = EmbeddingModel(str(tiny_model_path), device="cpu")
     st_model = sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu")
+    if ours.get("decoder_name_or_path") == "GUIDE_PATH":  # TSDAE with a separate decoder
+        ours = {**ours, "decoder_name_or_path": str(tiny_guide_path)}
+        reference = {**reference, "decoder_name_or_path": str(tiny_guide_path)}
     if ours.get("guide") == "GUIDE":  # GIST: the same guide weights on both sides, in eval mode
         ours = {**ours, "guide": EmbeddingModel(str(tiny_guide_path), device="cpu")}
         reference = {**reference, "guide": sentence_transformers.SentenceTransformer(str(tiny_guide_path), device="cpu").eval()}
@@ -136,5 +142,39 @@ def test_loss_and_gradients_match_sentence_transformers(tiny_model_path, tiny_gu
         reference_gradient = st_gradients[parameter_name]
         # rtol 1e-4, with an absolute floor at 1e-4 of the tensor's largest entry: summation order differs
         # (e.g. embedding rows summed over tokens), which moves near-zero entries by ~1e-6 in float32 (and gradients that are zero in exact maths, such as attention key biases, are pure noise).
+        floor = max(1e-6, 1e-4 * reference_gradient.abs().max().item())
+        torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=floor, msg=parameter_name)
+
+
+# (modifier, its params, inner loss, inner params, columns, labels)
+MODIFIER_CASES = [
+    ("MatryoshkaLoss", {"matryoshka_dims": [32, 16, 8]}, "CoSENTLoss", {}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
+    ("MatryoshkaLoss", {"matryoshka_dims": [16, 32], "matryoshka_weights": [0.5, 1.0]}, "MultipleNegativesRankingLoss", {}, [A, B, C], None),
+    ("MatryoshkaLoss", {"matryoshka_dims": [32, 8]}, "CachedMultipleNegativesRankingLoss", {"mini_batch_size": 2}, [A, B, C], None),
+    ("MatryoshkaLoss", {"matryoshka_dims": [32, 12]}, "MSELoss", {}, [A], TEACHER),
+    ("AdaptiveLayerLoss", {}, "MultipleNegativesRankingLoss", {}, [A, B], None),
+    ("AdaptiveLayerLoss", {"n_layers_per_step": -1, "kl_temperature": 0.5, "layer_weighting": "log"}, "CoSENTLoss", {}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
+    ("Matryoshka2dLoss", {"matryoshka_dims": [32, 16]}, "MultipleNegativesRankingLoss", {}, [A, B, C], None),
+    ("Matryoshka2dLoss", {"matryoshka_dims": [32, 16, 8], "n_dims_per_step": -1, "kl_temperature": 0.0}, "CoSENTLoss", {}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
+]
+
+
+@pytest.mark.parametrize(("modifier", "params", "inner", "inner_params", "columns", "labels"), MODIFIER_CASES, ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(MODIFIER_CASES)])
+def test_loss_modifiers_match_sentence_transformers(tiny_model_path, modifier, params, inner, inner_params, columns, labels):
+    import random
+
+    our_model = EmbeddingModel(str(tiny_model_path), device="cpu")
+    st_model = sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu")
+    our_loss = getattr(our_losses, modifier)(our_model, getattr(our_losses, inner)(our_model, **inner_params), **params)
+    st_loss = getattr(st_losses, modifier)(st_model, getattr(st_losses, inner)(st_model, **inner_params), **params)
+    rename = lambda n: n.replace(".auto_model.", ".model.")  # noqa: E731
+    random.seed(0)  # the layers / dimensions sampled per step come from Python's RNG on both sides
+    our_value, our_gradients = loss_and_gradients(our_loss, our_model, columns, labels, rename=rename)
+    random.seed(0)
+    st_value, st_gradients = loss_and_gradients(st_loss, st_model, columns, labels)
+    torch.testing.assert_close(our_value, st_value, rtol=1e-4, atol=1e-6)
+    assert set(our_gradients) == set(st_gradients) and our_gradients
+    for parameter_name, gradient in our_gradients.items():
+        reference_gradient = st_gradients[parameter_name]
         floor = max(1e-6, 1e-4 * reference_gradient.abs().max().item())
         torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=floor, msg=parameter_name)

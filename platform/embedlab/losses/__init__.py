@@ -32,6 +32,7 @@ from embedlab.losses.contrastive_tension_loss import (
 )
 from embedlab.losses.cosent_loss import CoSENTLoss
 from embedlab.losses.cosine_similarity_loss import CosineSimilarityLoss
+from embedlab.losses.denoising_auto_encoder_loss import DenoisingAutoEncoderLoss
 from embedlab.losses.distances import (
     BatchHardTripletLossDistanceFunction,
     SiameseDistanceMetric,
@@ -58,6 +59,7 @@ CATALOGUE = {
         BatchHardTripletLoss,
         BatchSemiHardTripletLoss,
         ContrastiveTensionLoss,
+        DenoisingAutoEncoderLoss,
         ContrastiveTensionLossInBatchNegatives,
         SoftmaxLoss,
         MultipleNegativesRankingLoss,
