@@ -38,6 +38,7 @@ class DataSource:
     subset: str | None = None  # for hub data sets with several configurations
     limit: int | None = None  # keep the first N rows
     convert: ConversionConfig | None = None  # an explicit, logged conversion to another format
+    teacher_model: str | None = None  # distillation: label each row with this model's embedding of the first input
 
 
 @dataclass

@@ -79,8 +79,23 @@ def load_data(source: DataSource) -> datasets.Dataset:
     return dataset
 
 
+def add_teacher_embeddings(dataset: datasets.Dataset, teacher_model: str, batch_size: int = 64) -> datasets.Dataset:
+    """The `label` column for MSELoss: a teacher model's embeddings of the first column, computed once."""
+    from embedlab.model import EmbeddingModel
+
+    if "label" in dataset.column_names:
+        raise EmbedlabError("the data already has a 'label' column: drop it, or leave out `teacher_model`")
+    teacher = EmbeddingModel(teacher_model)
+    first = dataset.column_names[0]
+    embeddings = teacher.encode(dataset[first], batch_size=batch_size)
+    print(f"Teacher {teacher_model} embedded column '{first}' ({len(dataset)} rows, dimension {embeddings.shape[1]}) as 'label'")
+    return dataset.add_column("label", embeddings.tolist())
+
+
 def load_with_format(source: DataSource) -> tuple[datasets.Dataset, DetectedFormat]:
     dataset = load_data(source)
+    if source.teacher_model is not None:
+        dataset = add_teacher_embeddings(dataset, source.teacher_model)
     detected = detect_format(dataset, source.label_column, source.format)
     if source.convert is not None:
         from embedlab.conversions import convert

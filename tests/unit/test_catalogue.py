@@ -120,3 +120,18 @@ def test_losses_table_is_derived_from_declarations(capsys):
     assert "MatryoshkaLoss, AdaptiveLayerLoss, Matryoshka2dLoss" in table
     assert main(["losses", "MatryoshkaLoss"]) == 0
     assert "matryoshka_dims = required" in capsys.readouterr().out
+
+
+def test_teacher_model_labels_rows_for_mse_distillation(tmp_path, tiny_model_path, tiny_guide_path, capsys):
+    from embedlab import EmbeddingModel
+    from embedlab.config import DataSource
+    from embedlab.data import load_with_format
+
+    (tmp_path / "sentences.csv").write_text("english,french\na man eats,un homme mange\ntwo dogs run,deux chiens courent\n")
+    dataset, detected = load_with_format(DataSource(str(tmp_path / "sentences.csv"), teacher_model=str(tiny_guide_path)))
+    assert detected.format.key == "teacher_embedding" and detected.input_columns == ("english", "french")
+    expected = EmbeddingModel(str(tiny_guide_path), device="cpu").encode(["a man eats", "two dogs run"])
+    torch.testing.assert_close(torch.tensor(dataset["label"]), torch.from_numpy(expected))
+    assert "Teacher" in capsys.readouterr().out
+    loss = build_loss("MSELoss", EmbeddingModel(str(tiny_model_path), device="cpu"), {}, detected)
+    assert loss.get_config_dict() == {"projection_dim": None}

@@ -68,3 +68,31 @@ def test_loss_decreases_on_a_repeated_batch(tiny_model, tiny_guide_path, name, f
         optimizer.zero_grad()
         values.append(value.item())
     assert values[-1] < values[0], values
+
+
+MODIFIER_CASES = [
+    ("MatryoshkaLoss", {"matryoshka_dims": [32, 16, 8]}, "CoSENTLoss", "pair_score"),
+    ("AdaptiveLayerLoss", {}, "MultipleNegativesRankingLoss", "triplets"),
+    ("Matryoshka2dLoss", {"matryoshka_dims": [32, 16]}, "CoSENTLoss", "pair_score"),
+    ("MatryoshkaLoss", {"matryoshka_dims": [32, 8]}, "CachedMultipleNegativesRankingLoss", "anchor_positive_pairs"),
+]
+
+
+@pytest.mark.parametrize(("modifier", "params", "inner", "format_key"), MODIFIER_CASES, ids=[f"{c[0]}-{c[2]}" for c in MODIFIER_CASES])
+def test_modified_loss_decreases_on_a_repeated_batch(tiny_model, modifier, params, inner, format_key):
+    from embedlab.config import LossModifierConfig
+
+    dataset = format_dataset(format_key)
+    detected = detect_format(dataset, format_key=format_key)
+    torch.manual_seed(0)
+    loss = build_loss(inner, tiny_model, {}, detected, [LossModifierConfig(modifier, params)])
+    features, labels = Collator(tiny_model.tokenize, detected, dataset)(dataset[:])
+    optimizer = torch.optim.AdamW(loss.parameters(), lr=2e-3)
+    values = []
+    for _ in range(8):
+        value = loss(features, labels)
+        value.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        values.append(value.item())
+    assert values[-1] < values[0], values

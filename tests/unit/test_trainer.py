@@ -105,3 +105,23 @@ def test_mnrl_uses_the_no_duplicates_sampler(tiny_model_path, tmp_path):
         anchors = [dataset[i]["anchor"] for i in batch]
         assert len(anchors) == len(set(anchors))
     trainer.train()
+
+
+def test_softmax_classifier_head_is_checkpointed_and_restored(tiny_model_path, tmp_path):
+    from embedlab.losses import SoftmaxLoss
+
+    (tmp_path / "nli.csv").write_text("premise,hypothesis,label\n" + "".join(f"a man eats {i},a person eats,{['yes', 'no', 'maybe'][i % 3]}\n" for i in range(12)))
+    dataset, detected = load_with_format(DataSource(str(tmp_path / "nli.csv")))
+
+    def trainer(seed):
+        torch.manual_seed(seed)
+        model = EmbeddingModel(str(tiny_model_path), device="cpu")
+        return Trainer(SoftmaxLoss(model, 32, 3), dataset, detected, _args(max_steps=2, save_steps=2, batch_size=4), tmp_path / "out")
+
+    first = trainer(0)
+    first.train()
+    trained_head = first.loss.classifier.weight.detach().clone()
+    second = trainer(1)  # another random head, until the checkpoint is loaded
+    assert not torch.equal(second.loss.classifier.weight, trained_head)
+    second.load_checkpoint(latest_checkpoint(tmp_path / "out"))
+    assert torch.equal(second.loss.classifier.weight, trained_head)
