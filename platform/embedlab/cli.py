@@ -1,4 +1,4 @@
-"""The `embedlab` command: train | formats | losses.
+"""The `embedlab` command: train | evaluate | formats | losses.
 
 User mistakes (EmbedlabError) print one line and exit with code 2, never a traceback.
 """
@@ -49,6 +49,24 @@ def cmd_formats(args) -> None:
     print(f"losses:        {', '.join(losses_for(detected.format.key)) or 'none in the catalogue yet'}")
 
 
+def cmd_evaluate(args) -> None:
+    from embedlab.config import DataSource
+    from embedlab.data import load_with_format
+    from embedlab.evaluation import evaluator_for
+    from embedlab.model import EmbeddingModel, resolve_model_path
+
+    resolve_model_path(args.model)  # a wrong path fails before the data is read
+    source = DataSource(path=args.data, columns=args.columns, label_column=args.label_column, format=args.format, limit=args.limit)
+    dataset, detected = load_with_format(source)
+    evaluator = evaluator_for(dataset, detected, args.evaluator, args.name, args.batch_size, {}, where=args.data)
+    model = EmbeddingModel(args.model)
+    print(f"Data: {detected.describe()}, {detected.num_rows} rows; evaluator: {type(evaluator).__name__}")
+    metrics = evaluator(model, output_path=args.output)
+    for name, value in metrics.items():
+        print(f"  {name:40s} {value:.4f}")
+    print(f"{evaluator.primary_metric}: {metrics[evaluator.primary_metric]:.4f}")
+
+
 def cmd_losses(args) -> None:
     from embedlab.formats import FORMATS
     from embedlab.losses import CATALOGUE, MODIFIERS, get_loss_class
@@ -85,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     formats.add_argument("--label-column")
     formats.add_argument("--format", help="override the detected format")
     formats.set_defaults(handler=cmd_formats)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a saved model (embedlab's or sentence-transformers') on data")
+    evaluate.add_argument("model", help="model folder or hub id")
+    evaluate.add_argument("data", help="evaluation data file or folder")
+    evaluate.add_argument("--evaluator", help="evaluator class; default: the one that suits the data's format")
+    evaluate.add_argument("--columns", type=lambda text: text.split(","), help="comma-separated columns to keep")
+    evaluate.add_argument("--label-column")
+    evaluate.add_argument("--format", help="override the detected format")
+    evaluate.add_argument("--name", default="eval", help="prefix of the metric names")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--limit", type=int, help="evaluate the first N rows only")
+    evaluate.add_argument("--output", help="folder for the results CSV")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     losses = commands.add_parser("losses", help="the format -> losses table, or one loss's parameters")
     losses.add_argument("name", nargs="?")

@@ -4,32 +4,51 @@ them, and declare `primary_metric` and `greater_is_better`. One module per evalu
 from embedlab.config import EvaluatorConfig
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
+from embedlab.evaluation.binary_classification_evaluator import BinaryClassificationEvaluator
 from embedlab.evaluation.embedding_similarity_evaluator import EmbeddingSimilarityEvaluator
+from embedlab.evaluation.information_retrieval_evaluator import InformationRetrievalEvaluator
+from embedlab.evaluation.triplet_evaluator import TripletEvaluator
 
-EVALUATORS = {evaluator.__name__: evaluator for evaluator in (EmbeddingSimilarityEvaluator,)}
+EVALUATORS = {
+    evaluator.__name__: evaluator
+    for evaluator in (EmbeddingSimilarityEvaluator, BinaryClassificationEvaluator, TripletEvaluator, InformationRetrievalEvaluator)
+}
 # The evaluator a data format gets when the config names none.
-DEFAULT_EVALUATOR_FOR_FORMAT = {"pair_score": EmbeddingSimilarityEvaluator}
+DEFAULT_EVALUATOR_FOR_FORMAT = {
+    "pair_score": EmbeddingSimilarityEvaluator,
+    "pair_binary": BinaryClassificationEvaluator,
+    "triplets": TripletEvaluator,
+    "anchor_positive_pairs": InformationRetrievalEvaluator,  # each anchor retrieves its positive among all positives
+    "sentence_class": InformationRetrievalEvaluator,  # sentences retrieve others of their class
+}
 
-__all__ = ["EVALUATORS", "EmbeddingSimilarityEvaluator", "build_evaluator"]
+__all__ = ["EVALUATORS", *EVALUATORS, "build_evaluator"]
 
 
 def build_evaluator(config: EvaluatorConfig, show_progress_bar: bool = False):
     dataset, detected = load_with_format(config.data)
-    if config.type is None:
+    return evaluator_for(dataset, detected, config.type, config.name, config.batch_size, config.params, show_progress_bar, where=config.data.path)
+
+
+def evaluator_for(dataset, detected, type_name, name, batch_size, params, show_progress_bar=False, where=""):
+    """The named evaluator (or the format's default) for a loaded data set, with a one-line error otherwise."""
+    if type_name is None:
         if detected.format.key not in DEFAULT_EVALUATOR_FOR_FORMAT:
             raise EmbedlabError(
-                f"no default evaluator for evaluation data '{config.data.path}' ({detected.describe()}): "
+                f"no default evaluator for evaluation data '{where}' ({detected.describe()}): "
                 f"name one with `type`: {', '.join(EVALUATORS)}"
             )
         evaluator_class = DEFAULT_EVALUATOR_FOR_FORMAT[detected.format.key]
-    elif config.type in EVALUATORS:
-        evaluator_class = EVALUATORS[config.type]
+    elif type_name in EVALUATORS:
+        evaluator_class = EVALUATORS[type_name]
     else:
-        raise EmbedlabError(f"unknown evaluator '{config.type}': known evaluators are {', '.join(EVALUATORS)}")
-    try:
-        return evaluator_class.from_data(
-            dataset, detected, name=config.name, batch_size=config.batch_size,
-            show_progress_bar=show_progress_bar, **config.params,
+        raise EmbedlabError(f"unknown evaluator '{type_name}': known evaluators are {', '.join(EVALUATORS)}")
+    if detected.format.key not in evaluator_class.formats:
+        raise EmbedlabError(
+            f"{evaluator_class.__name__} does not suit evaluation data '{where}': it is {detected.describe()}; "
+            f"{evaluator_class.__name__} reads {', '.join(evaluator_class.formats)}"
         )
+    try:
+        return evaluator_class.from_data(dataset, detected, name=name, batch_size=batch_size, show_progress_bar=show_progress_bar, **params)
     except (TypeError, ValueError) as error:
-        raise EmbedlabError(f"evaluator '{config.name}' ({evaluator_class.__name__}): {error}") from None
+        raise EmbedlabError(f"evaluator '{name}' ({evaluator_class.__name__}): {error}") from None

@@ -26,6 +26,9 @@ class EmbeddingSimilarityEvaluator:
         write_csv: append results to ``similarity_evaluation_{name}_results.csv`` in the output folder.
         truncate_dim: evaluate embeddings cut to this many dimensions (Matryoshka models).
 
+    When all gold scores (or all similarities) are equal, the correlation is undefined: the metric is NaN
+    and scipy warns (ConstantInputWarning), as in sentence-transformers.
+
     References:
         - SemEval STS tasks, and the STS Benchmark: https://ixa2.si.ehu.eus/stswiki
 
@@ -42,6 +45,7 @@ class EmbeddingSimilarityEvaluator:
     """
 
     greater_is_better = True
+    formats = ("pair_score",)
 
     def __init__(
         self,

@@ -1,0 +1,112 @@
+"""Evaluators: metric names and values equal sentence-transformers' (dev extra), defaults by format, bad input."""
+
+import datasets
+import pytest
+
+from embedlab import EmbeddingModel, EmbedlabError
+from embedlab.evaluation import (
+    BinaryClassificationEvaluator,
+    InformationRetrievalEvaluator,
+    TripletEvaluator,
+    evaluator_for,
+)
+from embedlab.formats import detect_format
+
+S1 = ["a man is playing a guitar", "the dog runs in the park", "two cats sit on a table", "what is the capital of france ?", "a red car", "a bird", "the old house", "a boat on the water"]
+S2 = ["a man plays a flute", "a dog is running", "the cats are sitting", "paris is the capital of france", "a blue boat", "the sky", "a young child", "the river is blue"]
+S3 = ["a car drives on the road", "the sky is blue", "a boat on the water", "a bird sits in a tree", "the old house", "two dogs", "a woman walks", "a kitchen table"]
+BINARY = [1, 1, 1, 1, 0, 0, 0, 1]
+ALL = ["cosine", "dot", "euclidean", "manhattan"]
+QUERIES = {f"q{i}": text for i, text in enumerate(S1)}
+CORPUS = {f"d{i}": text for i, text in enumerate(S2 + S3)}
+RELEVANT = {"q0": {"d0"}, "q1": {"d1", "d9"}, "q2": {"d2"}, "q3": {"d3"}, "q4": {"d12", "d4"}, "q5": {"d5"}, "q6": set()}
+
+
+def _assert_same_metrics(ours: dict, expected: dict) -> None:
+    assert set(ours) == set(expected)
+    for name, value in expected.items():
+        assert ours[name] == pytest.approx(float(value), abs=1e-6), name
+
+
+@pytest.fixture
+def both_models(tiny_model_path):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    return EmbeddingModel(str(tiny_model_path), device="cpu"), sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu")
+
+
+@pytest.mark.parametrize("similarity_fn_names", [None, ALL])
+def test_binary_classification_matches_sentence_transformers(both_models, similarity_fn_names):
+    from sentence_transformers.evaluation import BinaryClassificationEvaluator as Reference
+
+    ours, reference = both_models
+    kwargs = {"name": "pairs", "similarity_fn_names": similarity_fn_names}
+    _assert_same_metrics(BinaryClassificationEvaluator(S1, S2, BINARY, **kwargs)(ours), Reference(S1, S2, BINARY, **kwargs)(reference))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"similarity_fn_names": ALL, "margin": 0.05}, {"main_similarity_function": "dot", "margin": {"dot": 0.5}}])
+def test_triplet_matches_sentence_transformers(both_models, kwargs):
+    from sentence_transformers.evaluation import TripletEvaluator as Reference
+
+    ours, reference = both_models
+    our_evaluator, reference_evaluator = TripletEvaluator(S1, S2, S3, name="nli", **kwargs), Reference(S1, S2, S3, name="nli", **kwargs)
+    _assert_same_metrics(our_evaluator(ours), reference_evaluator(reference))
+    assert our_evaluator.primary_metric == "nli_" + reference_evaluator.primary_metric.removeprefix("nli_")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"corpus_chunk_size": 5, "mrr_at_k": [3, 10], "ndcg_at_k": [5], "map_at_k": [4]}])
+def test_information_retrieval_matches_sentence_transformers(both_models, kwargs):
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator as Reference
+
+    ours, reference = both_models
+    got = InformationRetrievalEvaluator(QUERIES, CORPUS, RELEVANT, name="ir", **kwargs)(ours)
+    expected = Reference(QUERIES, CORPUS, RELEVANT, name="ir", **kwargs)(reference)
+    _assert_same_metrics(got, expected)
+    assert "ir_cosine_ndcg@10" in got or "ir_cosine_ndcg@5" in got
+
+
+def test_information_retrieval_with_several_score_functions(tiny_model):
+    evaluator = InformationRetrievalEvaluator(QUERIES, CORPUS, RELEVANT, name="ir", score_functions=["cosine", "dot"])
+    metrics = evaluator(tiny_model)
+    assert {"ir_cosine_map@100", "ir_dot_map@100", "ir_dot_accuracy@1"} <= set(metrics)
+    assert evaluator.primary_metric in metrics
+
+
+FORMAT_DATA = {
+    "pair_score": ({"s1": S1, "s2": S2, "score": [0.1 * i for i in range(8)]}, "EmbeddingSimilarityEvaluator"),
+    "pair_binary": ({"s1": S1, "s2": S2, "label": BINARY}, "BinaryClassificationEvaluator"),
+    "triplets": ({"anchor": S1, "positive": S2, "negative": S3}, "TripletEvaluator"),
+    "anchor_positive_pairs": ({"anchor": S1, "positive": S2}, "InformationRetrievalEvaluator"),
+    "sentence_class": ({"text": S1 + S2, "label": [i % 3 for i in range(16)]}, "InformationRetrievalEvaluator"),
+}
+
+
+@pytest.mark.parametrize("format_key", list(FORMAT_DATA))
+def test_default_evaluator_by_format(tiny_model, format_key):
+    columns, expected = FORMAT_DATA[format_key]
+    data = datasets.Dataset.from_dict(columns)
+    evaluator = evaluator_for(data, detect_format(data), None, "dev", 16, {})
+    assert type(evaluator).__name__ == expected
+    metrics = evaluator(tiny_model)
+    assert evaluator.primary_metric in metrics and all(name.startswith("dev_") for name in metrics)
+
+
+def test_bad_evaluation_input_is_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match="equal lengths"):
+        BinaryClassificationEvaluator(S1, S2[:3], BINARY)
+    with pytest.raises(ValueError, match="equal lengths"):
+        TripletEvaluator(S1, S2, S3[:2])
+    with pytest.raises(ValueError, match="corpus is empty"):
+        InformationRetrievalEvaluator(QUERIES, {}, {})
+    with pytest.raises(ValueError, match=r"1 document id\(s\) not in the corpus, e.g. \['d99'\]"):
+        InformationRetrievalEvaluator(QUERIES, CORPUS, {"q0": {"d99"}})
+    triplets = datasets.Dataset.from_dict({"anchor": S1, "positive": S2, "negative": S3})
+    with pytest.raises(EmbedlabError, match="BinaryClassificationEvaluator does not suit evaluation data"):
+        evaluator_for(triplets, detect_format(triplets), "BinaryClassificationEvaluator", "x", 16, {})
+
+
+def test_all_equal_gold_scores_give_nan_with_a_warning(tiny_model):
+    from embedlab.evaluation import EmbeddingSimilarityEvaluator
+
+    with pytest.warns(Warning, match="constant"):
+        metrics = EmbeddingSimilarityEvaluator(S1, S2, [0.5] * 8, name="flat")(tiny_model)
+    assert metrics["flat_spearman_cosine"] != metrics["flat_spearman_cosine"]  # NaN, documented
