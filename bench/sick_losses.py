@@ -17,51 +17,24 @@ import json
 import time
 from pathlib import Path
 
-import datasets
-import pyarrow.csv
-
-from embedlab.config import ConversionConfig, TrainingConfig
-from embedlab.conversions import convert
+from embedlab.config import TrainingConfig
 from embedlab.evaluation import EmbeddingSimilarityEvaluator
-from embedlab.formats import detect_format, losses_for
+from embedlab.formats import losses_for
 from embedlab.losses import build_loss
 from embedlab.model import DEFAULT_MODEL, EmbeddingModel
 from embedlab.trainer import Trainer, set_seed
+from sick_data import sick_formats, sick_split
 
 ROOT = Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser()
-parser.add_argument("--smoke-test", action="store_true", help="32 rows and 2 steps per loss: checks the wiring")
+parser.add_argument("--smoke-test", action="store_true", help="64 rows and 2 steps per loss: checks the wiring")
 parser.add_argument("--only", nargs="*", help="run only these losses")
 parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "sick_losses.json"))
 args = parser.parse_args()
 
 # 1. data
-table = pyarrow.csv.read_csv(ROOT / "experiments/data/sick/SICK.txt", parse_options=pyarrow.csv.ParseOptions(delimiter="\t", quote_char=False))
-sick = datasets.Dataset(table).map(lambda row: {"SemEval_set": row["SemEval_set"].strip(), "entailment_label": row["entailment_label"].strip()})
-train = sick.filter(lambda row: row["SemEval_set"] == "TRAIN")
-test = sick.filter(lambda row: row["SemEval_set"] == "TEST")
-if args.smoke_test:
-    train, test = train.select(range(64)), test.select(range(64))
-
-
-def columns(dataset, **named):
-    return datasets.Dataset.from_dict({new: dataset[old] for new, old in named.items()})
-
-
-score_pairs = columns(train, sentence1="sentence_A", sentence2="sentence_B", score="relatedness_score")
-score_pairs = score_pairs.map(lambda row: {"score": row["score"] / 5.0})
-class_pairs = columns(train, premise="sentence_A", hypothesis="sentence_B", label="entailment_label")
-decided = train.filter(lambda row: row["entailment_label"] != "NEUTRAL")
-binary_pairs = datasets.Dataset.from_dict(
-    {"sentence1": decided["sentence_A"], "sentence2": decided["sentence_B"], "label": [int(label == "ENTAILMENT") for label in decided["entailment_label"]]}
-)
-formats = {
-    "pair_score": (score_pairs, detect_format(score_pairs)),
-    "pair_class": (class_pairs, detect_format(class_pairs)),
-    "pair_binary": (binary_pairs, detect_format(binary_pairs)),
-    "anchor_positive_pairs": convert(binary_pairs, detect_format(binary_pairs), ConversionConfig(to="anchor_positive_pairs")),
-    "triplets": convert(class_pairs, detect_format(class_pairs), ConversionConfig(to="triplets", positive_label="ENTAILMENT", negative_label="CONTRADICTION")),
-}
+train, test = sick_split("TRAIN", 64 if args.smoke_test else None), sick_split("TEST", 64 if args.smoke_test else None)
+formats = sick_formats(train)
 evaluator = EmbeddingSimilarityEvaluator(test["sentence_A"], test["sentence_B"], [s / 5.0 for s in test["relatedness_score"]], name="sick-test", batch_size=64)
 
 # 2. one run per (format, loss)
