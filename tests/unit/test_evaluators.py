@@ -110,3 +110,68 @@ def test_all_equal_gold_scores_give_nan_with_a_warning(tiny_model):
     with pytest.warns(Warning, match="constant"):
         metrics = EmbeddingSimilarityEvaluator(S1, S2, [0.5] * 8, name="flat")(tiny_model)
     assert metrics["flat_spearman_cosine"] != metrics["flat_spearman_cosine"]  # NaN, documented
+
+
+def test_mse_translation_reranking_and_sequential_match_sentence_transformers(both_models, tiny_guide_path):
+    import sentence_transformers
+    from sentence_transformers import evaluation as reference
+
+    from embedlab.evaluation import (
+        MSEEvaluator,
+        RerankingEvaluator,
+        SequentialEvaluator,
+        TranslationEvaluator,
+    )
+
+    ours, st_model = both_models
+    our_teacher = EmbeddingModel(str(tiny_guide_path), device="cpu")
+    st_teacher = sentence_transformers.SentenceTransformer(str(tiny_guide_path), device="cpu")
+    _assert_same_metrics(MSEEvaluator(S1, S2, teacher_model=our_teacher, name="mse")(ours), reference.MSEEvaluator(S1, S2, teacher_model=st_teacher, name="mse")(st_model))
+    _assert_same_metrics(TranslationEvaluator(S1, S2, name="tr")(ours), reference.TranslationEvaluator(S1, S2, name="tr")(st_model))
+    samples = [{"query": S1[i], "positive": [S2[i]], "negative": [S3[i], S3[(i + 1) % 8]]} for i in range(8)]
+    for kwargs in ({}, {"at_k": 2}):
+        _assert_same_metrics(RerankingEvaluator(samples, name="rr", **kwargs)(ours), reference.RerankingEvaluator(samples, name="rr", **kwargs)(st_model))
+    ours_sequential = SequentialEvaluator([TripletEvaluator(S1, S2, S3, name="a"), TranslationEvaluator(S1, S2, name="b")])
+    st_sequential = reference.SequentialEvaluator([reference.TripletEvaluator(S1, S2, S3, name="a"), reference.TranslationEvaluator(S1, S2, name="b")])
+    _assert_same_metrics(ours_sequential(ours), st_sequential(st_model))
+
+
+def test_label_accuracy_counts_the_softmax_heads_correct_classes(tiny_model):
+    import torch
+
+    from embedlab.evaluation import LabelAccuracyEvaluator
+    from embedlab.losses import SoftmaxLoss
+
+    torch.manual_seed(0)
+    head = SoftmaxLoss(tiny_model, 32, 3)
+    with torch.inference_mode():
+        features = [tiny_model.tokenize(S1), tiny_model.tokenize(S2)]
+        predicted = head(features, None)[1].argmax(dim=1).tolist()
+    labels = [p if i % 2 else (p + 1) % 3 for i, p in enumerate(predicted)]  # half right by construction
+    assert LabelAccuracyEvaluator(S1, S2, labels, softmax_model=head, name="nli", batch_size=3)(tiny_model) == {"nli_accuracy": 0.5}
+
+
+def test_beir_folder_evaluator(tmp_path, tiny_model):
+    import json
+
+    from embedlab.evaluation import BEIREvaluator
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": cid, "title": "", "text": text}) + "\n" for cid, text in CORPUS.items()))
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": qid, "text": text}) + "\n" for qid, text in QUERIES.items()))
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, docs in RELEVANT.items() for d in sorted(docs)))
+    beir = BEIREvaluator(tmp_path, name="mini")(tiny_model)
+    assert beir == InformationRetrievalEvaluator(QUERIES, CORPUS, RELEVANT, name="mini")(tiny_model)
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\tnope\t1\n")
+    with pytest.raises(EmbedlabError, match="not in the corpus"):
+        BEIREvaluator(tmp_path)
+    with pytest.raises(EmbedlabError, match="lacks"):
+        BEIREvaluator(tmp_path, split="dev")
+
+
+def test_truncate_dim_list_evaluates_every_matryoshka_size_in_one_call(tiny_model):
+    data = datasets.Dataset.from_dict({"s1": S1, "s2": S2, "score": [0.1 * i for i in range(8)]})
+    evaluator = evaluator_for(data, detect_format(data), None, "sts", 16, {"truncate_dim": [32, 8]})
+    metrics = evaluator(tiny_model)
+    assert {"sts_dim32_spearman_cosine", "sts_dim8_spearman_cosine", "sequential_score"} <= set(metrics)
+    assert metrics["sequential_score"] == metrics["sts_dim32_spearman_cosine"]

@@ -4,14 +4,22 @@ them, and declare `primary_metric` and `greater_is_better`. One module per evalu
 from embedlab.config import EvaluatorConfig
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
+from embedlab.evaluation.beir_evaluator import BEIREvaluator
 from embedlab.evaluation.binary_classification_evaluator import BinaryClassificationEvaluator
 from embedlab.evaluation.embedding_similarity_evaluator import EmbeddingSimilarityEvaluator
 from embedlab.evaluation.information_retrieval_evaluator import InformationRetrievalEvaluator
+from embedlab.evaluation.label_accuracy_evaluator import LabelAccuracyEvaluator
+from embedlab.evaluation.mse_evaluator import MSEEvaluator
+from embedlab.evaluation.reranking_evaluator import RerankingEvaluator
+from embedlab.evaluation.sequential_evaluator import SequentialEvaluator
+from embedlab.evaluation.translation_evaluator import TranslationEvaluator
 from embedlab.evaluation.triplet_evaluator import TripletEvaluator
 
+# Evaluators a config or `embedlab evaluate` can build from a data file. The others (LabelAccuracy,
+# MSE, Reranking, Sequential, BEIR) take inputs a table does not hold and are built in code.
 EVALUATORS = {
     evaluator.__name__: evaluator
-    for evaluator in (EmbeddingSimilarityEvaluator, BinaryClassificationEvaluator, TripletEvaluator, InformationRetrievalEvaluator)
+    for evaluator in (EmbeddingSimilarityEvaluator, BinaryClassificationEvaluator, TripletEvaluator, InformationRetrievalEvaluator, TranslationEvaluator)
 }
 # The evaluator a data format gets when the config names none.
 DEFAULT_EVALUATOR_FOR_FORMAT = {
@@ -22,7 +30,17 @@ DEFAULT_EVALUATOR_FOR_FORMAT = {
     "sentence_class": InformationRetrievalEvaluator,  # sentences retrieve others of their class
 }
 
-__all__ = ["EVALUATORS", *EVALUATORS, "build_evaluator"]
+__all__ = [
+    "EVALUATORS",
+    *EVALUATORS,
+    "BEIREvaluator",
+    "LabelAccuracyEvaluator",
+    "MSEEvaluator",
+    "RerankingEvaluator",
+    "SequentialEvaluator",
+    "build_evaluator",
+    "evaluator_for",
+]
 
 
 def build_evaluator(config: EvaluatorConfig, show_progress_bar: bool = False):
@@ -49,6 +67,15 @@ def evaluator_for(dataset, detected, type_name, name, batch_size, params, show_p
             f"{evaluator_class.__name__} reads {', '.join(evaluator_class.formats)}"
         )
     try:
+        dims = params.get("truncate_dim")
+        if isinstance(dims, list):  # Matryoshka: one evaluator per size, all in one call
+            return SequentialEvaluator(
+                [
+                    evaluator_class.from_data(dataset, detected, name=f"{name}_dim{dim}", batch_size=batch_size, show_progress_bar=show_progress_bar, **{**params, "truncate_dim": dim})
+                    for dim in dims
+                ],
+                main_score_function=lambda scores: scores[0],  # the first size listed, usually the full one
+            )
         return evaluator_class.from_data(dataset, detected, name=name, batch_size=batch_size, show_progress_bar=show_progress_bar, **params)
     except (TypeError, ValueError) as error:
         raise EmbedlabError(f"evaluator '{name}' ({evaluator_class.__name__}): {error}") from None
