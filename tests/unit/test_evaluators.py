@@ -175,3 +175,16 @@ def test_truncate_dim_list_evaluates_every_matryoshka_size_in_one_call(tiny_mode
     metrics = evaluator(tiny_model)
     assert {"sts_dim32_spearman_cosine", "sts_dim8_spearman_cosine", "sequential_score"} <= set(metrics)
     assert metrics["sequential_score"] == metrics["sts_dim32_spearman_cosine"]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"top_k": 2, "max_pairs": 5, "query_chunk_size": 3, "corpus_chunk_size": 4, "add_transitive_closure": True}])
+def test_paraphrase_mining_matches_sentence_transformers(both_models, kwargs):
+    from sentence_transformers.evaluation import ParaphraseMiningEvaluator as Reference
+
+    from embedlab.evaluation import ParaphraseMiningEvaluator
+
+    ours, reference = both_models
+    sentences = {str(i): text for i, text in enumerate(S1 + S2 + S3)}
+    duplicates = [("0", "8"), ("1", "9"), ("3", "11"), ("9", "17"), ("4", "20")]
+    got = ParaphraseMiningEvaluator(sentences, duplicates, name="pm", **kwargs)(ours)
+    _assert_same_metrics(got, Reference(sentences, duplicates, name="pm", **kwargs)(reference))

@@ -10,13 +10,14 @@ from embedlab.evaluation.embedding_similarity_evaluator import EmbeddingSimilari
 from embedlab.evaluation.information_retrieval_evaluator import InformationRetrievalEvaluator
 from embedlab.evaluation.label_accuracy_evaluator import LabelAccuracyEvaluator
 from embedlab.evaluation.mse_evaluator import MSEEvaluator
+from embedlab.evaluation.paraphrase_mining_evaluator import ParaphraseMiningEvaluator
 from embedlab.evaluation.reranking_evaluator import RerankingEvaluator
 from embedlab.evaluation.sequential_evaluator import SequentialEvaluator
 from embedlab.evaluation.translation_evaluator import TranslationEvaluator
 from embedlab.evaluation.triplet_evaluator import TripletEvaluator
 
 # Evaluators a config or `embedlab evaluate` can build from a data file. The others (LabelAccuracy,
-# MSE, Reranking, Sequential, BEIR) take inputs a table does not hold and are built in code.
+# MSE, Reranking, ParaphraseMining, Sequential, BEIR) take inputs a table does not hold: built in code.
 EVALUATORS = {
     evaluator.__name__: evaluator
     for evaluator in (EmbeddingSimilarityEvaluator, BinaryClassificationEvaluator, TripletEvaluator, InformationRetrievalEvaluator, TranslationEvaluator)
@@ -36,6 +37,7 @@ __all__ = [
     "BEIREvaluator",
     "LabelAccuracyEvaluator",
     "MSEEvaluator",
+    "ParaphraseMiningEvaluator",
     "RerankingEvaluator",
     "SequentialEvaluator",
     "build_evaluator",
