@@ -90,3 +90,14 @@ def test_losses_command(capsys):
     assert "scale = 20.0" in out and "similarity_fct = cos_sim" in out
     code, _, err = _run(capsys, "losses", "MNRL")
     assert code == 2 and "unknown loss 'MNRL'" in err
+
+
+def test_evaluate_command(capsys, tiny_model_path, score_pairs_file, tmp_path):
+    code, out, err = _run(capsys, "evaluate", str(tiny_model_path), str(score_pairs_file), "--name", "dev", "--output", str(tmp_path / "eval"))
+    assert code == 0, err
+    assert "evaluator: EmbeddingSimilarityEvaluator" in out and out.strip().splitlines()[-1].startswith("dev_spearman_cosine: ")
+    assert (tmp_path / "eval" / "similarity_evaluation_dev_results.csv").exists()
+    code, _, err = _run(capsys, "evaluate", str(tiny_model_path), str(score_pairs_file), "--evaluator", "TripletEvaluator")
+    assert code == 2 and "TripletEvaluator does not suit evaluation data" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, "evaluate", str(tmp_path / "nothing"), str(score_pairs_file))
+    assert code == 2 and "does not exist" in err
