@@ -188,3 +188,23 @@ def test_paraphrase_mining_matches_sentence_transformers(both_models, kwargs):
     duplicates = [("0", "8"), ("1", "9"), ("3", "11"), ("9", "17"), ("4", "20")]
     got = ParaphraseMiningEvaluator(sentences, duplicates, name="pm", **kwargs)(ours)
     _assert_same_metrics(got, Reference(sentences, duplicates, name="pm", **kwargs)(reference))
+
+
+def test_label_accuracy_matches_sentence_transformers(both_models):
+    import torch
+    from sentence_transformers import InputExample
+    from sentence_transformers import losses as st_losses
+    from sentence_transformers.evaluation import LabelAccuracyEvaluator as Reference
+    from torch.utils.data import DataLoader
+
+    from embedlab.evaluation import LabelAccuracyEvaluator
+    from embedlab.losses import SoftmaxLoss
+
+    ours, reference = both_models
+    labels = [0, 1, 2, 1, 0, 2, 2, 1]
+    torch.manual_seed(0)
+    our_head, st_head = SoftmaxLoss(ours, 32, 3), st_losses.SoftmaxLoss(reference, 32, 3)
+    our_head.classifier.load_state_dict(st_head.classifier.state_dict())
+    loader = DataLoader([InputExample(texts=[a, b], label=label) for a, b, label in zip(S1, S2, labels, strict=True)], batch_size=3)
+    expected = Reference(loader, name="nli", softmax_model=st_head)(reference)
+    _assert_same_metrics(LabelAccuracyEvaluator(S1, S2, labels, softmax_model=our_head, name="nli", batch_size=3)(ours), expected)
