@@ -70,6 +70,19 @@ def score_pairs_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "pairs.jsonl", rows)
 
 
+def losses_on_repeated_batch(loss, features, labels, steps: int = 8, learning_rate: float = 2e-3) -> list[float]:
+    """The loss value at each of `steps` AdamW steps on the same batch: it should fall."""
+    optimizer = torch.optim.AdamW(loss.parameters(), lr=learning_rate)
+    values = []
+    for _ in range(steps):
+        value = loss(features, labels)
+        value.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        values.append(value.item())
+    return values
+
+
 def write_config(path: Path, model_path: Path, train: Path, output_dir: Path, **sections) -> Path:
     import yaml
 

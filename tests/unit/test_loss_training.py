@@ -6,7 +6,7 @@ import datasets
 import pytest
 import torch
 
-from conftest import sentence
+from conftest import losses_on_repeated_batch, sentence
 from embedlab.data import Collator
 from embedlab.formats import detect_format
 from embedlab.losses import CATALOGUE, build_loss
@@ -59,14 +59,7 @@ def test_loss_decreases_on_a_repeated_batch(tiny_model, tiny_guide_path, name, f
     loss = build_loss(name, tiny_model, params, detected)
     assert isinstance(loss.get_config_dict(), dict) and "@" in loss.citation
     features, labels = Collator(tiny_model.tokenize, detected, dataset)(dataset[:])
-    optimizer = torch.optim.AdamW(loss.parameters(), lr=2e-3)
-    values = []
-    for _ in range(8):
-        value = loss(features, labels)
-        value.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        values.append(value.item())
+    values = losses_on_repeated_batch(loss, features, labels)
     assert values[-1] < values[0], values
 
 
@@ -87,12 +80,5 @@ def test_modified_loss_decreases_on_a_repeated_batch(tiny_model, modifier, param
     torch.manual_seed(0)
     loss = build_loss(inner, tiny_model, {}, detected, [LossModifierConfig(modifier, params)])
     features, labels = Collator(tiny_model.tokenize, detected, dataset)(dataset[:])
-    optimizer = torch.optim.AdamW(loss.parameters(), lr=2e-3)
-    values = []
-    for _ in range(8):
-        value = loss(features, labels)
-        value.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        values.append(value.item())
+    values = losses_on_repeated_batch(loss, features, labels)
     assert values[-1] < values[0], values

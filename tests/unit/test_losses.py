@@ -3,6 +3,7 @@ import itertools
 import pytest
 import torch
 
+from conftest import losses_on_repeated_batch
 from embedlab import EmbedlabError
 from embedlab.formats import detect_format
 from embedlab.losses import CoSENTLoss, MultipleNegativesRankingLoss, build_loss
@@ -93,15 +94,8 @@ def test_custom_loss_by_dotted_path(tiny_model):
 def test_loss_decreases_on_a_repeated_batch(tiny_model, loss_class, params, columns, labels):
     torch.manual_seed(0)
     loss = loss_class(tiny_model, **params)
-    optimizer = torch.optim.AdamW(loss.parameters(), lr=1e-3)
     features = [tiny_model.tokenize(column) for column in columns]
-    values = []
-    for _ in range(8):
-        value = loss(features, labels)
-        value.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        values.append(value.item())
+    values = losses_on_repeated_batch(loss, features, labels, learning_rate=1e-3)
     assert values[-1] < values[0]
 
 
