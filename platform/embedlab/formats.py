@@ -144,7 +144,7 @@ def detect_format(dataset, label_column: str | None = None, format_key: str | No
     if not input_columns:
         raise EmbedlabError(f"the data has no input columns, only the label column '{label_column}'")
     for name in input_columns:
-        if not all(isinstance(value, str) for value in dataset[name][:100]):
+        if not all(isinstance(value, str) for value in dataset[:100][name]):  # a sample: columns are typed
             raise EmbedlabError(
                 f"input column '{name}' does not hold text: select the text columns "
                 f"(and the label) with the data source's `columns` key; columns are {columns}"

@@ -208,3 +208,15 @@ def test_label_accuracy_matches_sentence_transformers(both_models):
     loader = DataLoader([InputExample(texts=[a, b], label=label) for a, b, label in zip(S1, S2, labels, strict=True)], batch_size=3)
     expected = Reference(loader, name="nli", softmax_model=st_head)(reference)
     _assert_same_metrics(LabelAccuracyEvaluator(S1, S2, labels, softmax_model=our_head, name="nli", batch_size=3)(ours), expected)
+
+
+def test_information_retrieval_breaks_score_ties_by_corpus_id_as_sentence_transformers(both_models):
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator as Reference
+
+    ours, reference = both_models
+    # Identical documents score identically: which one ranks first decides accuracy@1 and the rest.
+    corpus = {"z1": S2[0], "a1": S2[0], "m1": S2[0], "b2": S2[1], "a2": S2[1], **{f"n{i}": text for i, text in enumerate(S3)}}
+    relevant = {"q0": {"a1"}, "q1": {"b2"}, "q2": {"m1", "a2"}}
+    cutoffs = {"accuracy_at_k": [1, 2], "precision_recall_at_k": [1, 2], "mrr_at_k": [2], "ndcg_at_k": [2], "map_at_k": [2], "corpus_chunk_size": 4}
+    got = InformationRetrievalEvaluator(QUERIES, corpus, relevant, name="ties", **cutoffs)(ours)
+    _assert_same_metrics(got, Reference(QUERIES, corpus, relevant, name="ties", **cutoffs)(reference))

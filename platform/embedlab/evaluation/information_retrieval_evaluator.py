@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 from tqdm.auto import trange
 
 from embedlab.evaluation.common import append_csv, prefixed
@@ -125,10 +126,20 @@ class InformationRetrievalEvaluator:
             documents = self._encode(model, self.corpus[start : start + self.corpus_chunk_size], self.corpus_prompt)
             ranks = self.id_ranks[start : start + len(documents)]
             for name, function in functions.items():
-                scores = function(queries, documents).numpy()
-                for query_index, row in enumerate(scores):
-                    best = np.lexsort((ranks, -row))[: self.max_k]  # score descending, then corpus id
-                    merged = hits[name][query_index] + [(self.corpus_ids[start + i], float(row[i]), ranks[i]) for i in best]
+                scores = function(queries, documents)
+                k = min(self.max_k, scores.shape[1])
+                values, indices = torch.topk(scores, k, dim=1)
+                # Where the k-th score is tied beyond k, which tied documents make the cut depends on id order.
+                tied = ((scores >= values[:, -1:]).sum(dim=1) > k).tolist()
+                values, indices = values.tolist(), indices.tolist()
+                for query_index in range(len(self.queries)):
+                    if tied[query_index]:
+                        row = scores[query_index].numpy()
+                        best = np.lexsort((ranks, -row))[:k]  # score descending, then corpus id
+                        candidates = [(i, float(row[i])) for i in best]
+                    else:
+                        candidates = zip(indices[query_index], values[query_index], strict=True)
+                    merged = hits[name][query_index] + [(self.corpus_ids[start + i], score, ranks[i]) for i, score in candidates]
                     merged.sort(key=lambda hit: (-hit[1], hit[2]))
                     hits[name][query_index] = merged[: self.max_k]
         return {name: [[(cid, score) for cid, score, _ in query] for query in per_query] for name, per_query in hits.items()}
