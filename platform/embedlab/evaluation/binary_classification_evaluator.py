@@ -1,7 +1,7 @@
 import numpy as np
 from sklearn.metrics import average_precision_score, matthews_corrcoef
 
-from embedlab.evaluation.common import append_csv, check_lengths, prefixed
+from embedlab.evaluation.common import append_csv, check_lengths, encode_unique, prefixed
 from embedlab.similarity import PAIRWISE_SIMILARITIES
 
 METRICS = ("accuracy", "accuracy_threshold", "f1", "precision", "recall", "f1_threshold", "ap", "mcc")
@@ -120,11 +120,10 @@ class BinaryClassificationEvaluator:
         return f"{self.name}_{metric}" if self.name else metric
 
     def compute_metrics(self, model) -> dict[str, dict[str, float]]:
-        unique = list(dict.fromkeys([*self.sentences1, *self.sentences2]))  # each text embedded once
-        embeddings = model.encode(unique, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, convert_to_tensor=True, truncate_dim=self.truncate_dim).float().cpu()
-        index = {text: i for i, text in enumerate(unique)}
-        first = embeddings[[index[text] for text in self.sentences1]]
-        second = embeddings[[index[text] for text in self.sentences2]]
+        first, second = encode_unique(
+            model, self.sentences1, self.sentences2,
+            batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, truncate_dim=self.truncate_dim,
+        )
         labels = np.asarray(self.labels)
         results = {}
         for function_name in self.similarity_fn_names or [model.similarity_fn_name]:

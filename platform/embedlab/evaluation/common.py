@@ -26,3 +26,15 @@ def check_lengths(**columns) -> None:
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"{', '.join(lengths)} must have equal lengths, got {', '.join(map(str, lengths.values()))}")
+
+
+def encode_unique(model, *text_lists: list[str], **encode_kwargs) -> list:
+    """Embeddings for several text lists, each distinct text embedded once, in one length-sorted pass.
+
+    Evaluation data repeats texts (a premise with several hypotheses, a sentence in many pairs), so
+    this embeds less than list by list, and gives the same embeddings.
+    """
+    unique = list(dict.fromkeys(text for texts in text_lists for text in texts))
+    embeddings = model.encode(unique, convert_to_tensor=True, **encode_kwargs).float().cpu()
+    index = {text: i for i, text in enumerate(unique)}
+    return [embeddings[[index[text] for text in texts]] for texts in text_lists]

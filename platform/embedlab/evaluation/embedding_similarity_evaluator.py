@@ -3,6 +3,7 @@ from pathlib import Path
 
 from scipy.stats import pearsonr, spearmanr
 
+from embedlab.evaluation.common import encode_unique
 from embedlab.similarity import PAIRWISE_SIMILARITIES
 
 
@@ -92,14 +93,10 @@ class EmbeddingSimilarityEvaluator:
 
     def __call__(self, model, output_path: str | Path | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         function_names = self.similarity_fn_names or [model.similarity_fn_name]
-        encode = dict(
-            batch_size=self.batch_size,
-            show_progress_bar=self.show_progress_bar,
-            convert_to_tensor=True,
-            truncate_dim=self.truncate_dim,
+        embeddings1, embeddings2 = encode_unique(
+            model, self.sentences1, self.sentences2,
+            batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, truncate_dim=self.truncate_dim,
         )
-        embeddings1 = model.encode(self.sentences1, **encode).float().cpu()
-        embeddings2 = model.encode(self.sentences2, **encode).float().cpu()
         metrics = {}
         for function_name in function_names:
             similarities = PAIRWISE_SIMILARITIES[function_name](embeddings1, embeddings2).numpy()

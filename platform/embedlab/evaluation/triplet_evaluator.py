@@ -1,4 +1,4 @@
-from embedlab.evaluation.common import append_csv, check_lengths, prefixed
+from embedlab.evaluation.common import append_csv, check_lengths, encode_unique, prefixed
 from embedlab.similarity import PAIRWISE_SIMILARITIES
 
 
@@ -81,8 +81,10 @@ class TripletEvaluator:
         return f"{self.name}_{metric}" if self.name else metric
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-        encode = dict(batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, convert_to_tensor=True, truncate_dim=self.truncate_dim)
-        anchors, positives, negatives = (model.encode(texts, **encode).float().cpu() for texts in (self.anchors, self.positives, self.negatives))
+        anchors, positives, negatives = encode_unique(
+            model, self.anchors, self.positives, self.negatives,
+            batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, truncate_dim=self.truncate_dim,
+        )
         if not self.similarity_fn_names:
             self.similarity_fn_names = [model.similarity_fn_name]
         metrics = {}
