@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser()
 parser.add_argument("--smoke-test", action="store_true", help="64 rows per data set")
 parser.add_argument("--rounds", type=int, default=3, help="timed rounds per library after the warm-up")
+parser.add_argument("--only", nargs="*", help="run only these data sets, e.g. sick-test-binary")
 parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "evaluators_vs_st.json"))
 args = parser.parse_args()
 limit = 64 if args.smoke_test else None
@@ -72,6 +73,8 @@ def timed(evaluator, model) -> tuple[dict, float]:
 # counts, so a busy moment on the machine cannot tilt the ratio
 results = []
 for name, (dataset, detected) in cases.items():
+    if args.only and name not in args.only:
+        continue
     evaluator = evaluator_for(dataset, detected, None, name, 32, {})
     st_evaluator = reference_evaluator(evaluator)
     timed(evaluator, ours)
