@@ -1,12 +1,10 @@
-from torch import Tensor, nn
+from torch import nn
 
-from embedlab.losses.cached_multiple_negatives_ranking_loss import GRADCACHE_CITATION
-from embedlab.losses.gradcache import cached_loss
-from embedlab.losses.multiple_negatives_symmetric_ranking_loss import MultipleNegativesSymmetricRankingLoss
+from embedlab.losses.cached_multiple_negatives_ranking_loss import CachedMultipleNegativesRankingLoss
 from embedlab.similarity import cos_sim
 
 
-class CachedMultipleNegativesSymmetricRankingLoss(MultipleNegativesSymmetricRankingLoss):
+class CachedMultipleNegativesSymmetricRankingLoss(CachedMultipleNegativesRankingLoss):
     """MultipleNegativesSymmetricRankingLoss with GradCache: same loss and gradients, flat memory in the
     batch size (see CachedMultipleNegativesRankingLoss for how).
 
@@ -40,6 +38,8 @@ class CachedMultipleNegativesSymmetricRankingLoss(MultipleNegativesSymmetricRank
         loss = CachedMultipleNegativesSymmetricRankingLoss(model, mini_batch_size=32)
     """
 
+    formats = ("anchor_positive_pairs",)
+
     def __init__(
         self,
         model: nn.Module,
@@ -50,25 +50,24 @@ class CachedMultipleNegativesSymmetricRankingLoss(MultipleNegativesSymmetricRank
         gather_across_devices: bool = False,
         show_progress_bar: bool = False,
     ):
-        super().__init__(model, scale, similarity_fct, gather_across_devices)
-        self.mini_batch_size = mini_batch_size
-        self.mini_batch_num_tokens = mini_batch_num_tokens
-        self.show_progress_bar = show_progress_bar
-
-    def forward(self, sentence_features: list[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
-        return cached_loss(
-            self.model, list(sentence_features), self.compute_loss_from_embeddings,
-            self.mini_batch_size, self.mini_batch_num_tokens, self.show_progress_bar,
+        # The symmetric loss is the cached one with both directions, each with its own softmax.
+        super().__init__(
+            model,
+            scale=scale,
+            similarity_fct=similarity_fct,
+            mini_batch_size=mini_batch_size,
+            mini_batch_num_tokens=mini_batch_num_tokens,
+            gather_across_devices=gather_across_devices,
+            directions=("query_to_doc", "doc_to_query"),
+            partition_mode="per_direction",
+            show_progress_bar=show_progress_bar,
         )
 
-    @property
-    def uses_gradient_cache(self) -> bool:
-        """Loss modifiers wrap `compute_loss_from_embeddings` instead of the model's forward."""
-        return True
-
     def get_config_dict(self) -> dict:
-        return {**super().get_config_dict(), "mini_batch_size": self.mini_batch_size, "mini_batch_num_tokens": self.mini_batch_num_tokens}
-
-    @property
-    def citation(self) -> str:
-        return GRADCACHE_CITATION
+        return {
+            "scale": self.scale,
+            "similarity_fct": self.similarity_fct.__name__,
+            "gather_across_devices": self.gather_across_devices,
+            "mini_batch_size": self.mini_batch_size,
+            "mini_batch_num_tokens": self.mini_batch_num_tokens,
+        }
