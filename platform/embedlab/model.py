@@ -397,8 +397,7 @@ class EmbeddingModel(nn.Sequential):
     ) -> np.ndarray | Tensor | list[Tensor]:
         """Embeds sentences in length-sorted batches (less padding) and returns them in input order."""
         single_sentence = isinstance(sentences, str)
-        if single_sentence:
-            sentences = [sentences]
+        sentences = [sentences] if single_sentence else list(sentences)  # also from a dataset column or an array
         prompt = self._prompt_for(prompt, prompt_name)
         prompt_length = None
         if prompt:
