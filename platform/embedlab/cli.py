@@ -21,9 +21,19 @@ def cmd_train(args) -> None:
     from embedlab import run
     from embedlab.config import load_config
 
-    config = load_config(args.config, args.overrides, smoke_test=args.smoke_test)
-    prepared = run.prepare(config)
-    results = run.train(prepared)
+    overrides = list(args.overrides)
+    if args.workers is not None:
+        overrides.append(f"distributed.workers={args.workers}")
+    if args.gpu:
+        overrides.append("distributed.use_gpu=true")
+    config = load_config(args.config, overrides, smoke_test=args.smoke_test)
+    prepared = run.prepare(config, device="cpu" if config.distributed.workers else None)  # workers hold the GPUs
+    if config.distributed.workers:
+        from embedlab.ray_train import train_on_ray
+
+        results = train_on_ray(prepared)
+    else:
+        results = run.train(prepared)
     print(f"\nResults ({results['output_dir']}, model saved in {results['output_dir']}/model)")
     for name, value in results["final"].items():
         if name not in ("loss", "learning_rate"):
@@ -95,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML config, e.g. experiments/configs/stsb_cosent.yaml")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. training.batch_size=32")
     train.add_argument("--smoke-test", action="store_true", help="a few steps on a few rows, to check the wiring")
+    train.add_argument("--workers", type=int, help="train on N Ray Train workers (data-parallel); default: in this process")
+    train.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker (needs --workers)")
     train.set_defaults(handler=cmd_train)
 
     formats = commands.add_parser("formats", help="detect a data file's format and the losses that suit it")

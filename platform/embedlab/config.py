@@ -82,6 +82,22 @@ class TrainingConfig:
 
 
 @dataclass
+class DistributedConfig:
+    workers: int | None = None  # Ray Train workers, data-parallel; None trains in this process
+    use_gpu: bool = False  # one GPU per worker, NCCL between them (gloo on CPU)
+    cpus_per_worker: int = 1
+    # Where Ray Train keeps checkpoints: a folder, or a pyarrow URI (s3://bucket/runs, gs://...) that every
+    # node can reach; default: <output_dir>/ray. The same run name there resumes an interrupted run.
+    storage_path: str | None = None
+    max_failures: int = 2  # worker failures recovered from the last checkpoint before the run gives up
+    num_to_keep: int = 2  # checkpoints kept in storage: the best by the first evaluator's primary metric
+    address: str | None = None  # Ray cluster; default: RAY_ADDRESS (set by `ray job submit`) or a new local one
+    # Refuse to start when the cluster has fewer CPUs / GPUs than the workers need, instead of waiting.
+    # false on an autoscaling cluster whose worker nodes start on demand.
+    check_resources: bool = True
+
+
+@dataclass
 class EvaluatorConfig:
     data: DataSource
     name: str = ""
@@ -103,10 +119,15 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluators: list[EvaluatorConfig] = field(default_factory=list)  # run every eval_steps and at the end
     test_evaluators: list[EvaluatorConfig] = field(default_factory=list)  # run before and after training
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     output_dir: str = "runs/default"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Config":
+        return _build(cls, raw, "")
 
 
 def _build(cls, raw, where: str):

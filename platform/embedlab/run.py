@@ -12,6 +12,7 @@ import yaml
 
 from embedlab.config import Config
 from embedlab.data import load_with_format
+from embedlab.errors import EmbedlabError
 from embedlab.evaluation import build_evaluator
 from embedlab.formats import DetectedFormat
 from embedlab.losses import build_loss, check_format, get_loss_class
@@ -33,18 +34,29 @@ class Prepared:
         return self.loss.model
 
 
-def prepare(config: Config) -> Prepared:
+def prepare(config: Config, device: str | None = None) -> Prepared:
     dataset, detected = load_with_format(config.data.train)
     check_format(get_loss_class(config.loss.name), detected)
     resolve_model_path(config.model.name)  # a wrong path fails before slower work
     evaluators = [build_evaluator(entry) for entry in config.evaluators]
     test_evaluators = [build_evaluator(entry) for entry in config.test_evaluators]
-    model = EmbeddingModel(config.model.name, trust_remote_code=config.model.trust_remote_code)
+    check_distributed(config)
+    model = EmbeddingModel(config.model.name, device=device, trust_remote_code=config.model.trust_remote_code)
     if config.model.max_seq_length:
         model.max_seq_length = config.model.max_seq_length
     set_seed(config.training.seed)  # loss heads (e.g. a classifier) start the same on every run
-    loss = build_loss(config.loss.name, model, config.loss.params, detected, config.loss.modifiers)
+    loss = build_loss(config.loss.name, model, config.loss.params, detected, config.loss.modifiers).to(model.device)
     return Prepared(config, dataset, detected, loss, evaluators, test_evaluators)
+
+
+def check_distributed(config: Config) -> None:
+    distributed = config.distributed
+    if distributed.workers is not None and distributed.workers < 1:
+        raise EmbedlabError(f"distributed.workers must be at least 1, got {distributed.workers}; leave it out to train in this process")
+    if distributed.use_gpu and distributed.workers is None:
+        raise EmbedlabError("--gpu (distributed.use_gpu) needs --workers N: GPU training runs on Ray Train workers")
+    if distributed.cpus_per_worker < 1:
+        raise EmbedlabError(f"distributed.cpus_per_worker must be at least 1, got {distributed.cpus_per_worker}")
 
 
 def evaluate_all(evaluators: list, model, output_path: Path | None = None, steps: int = -1) -> dict[str, float]:

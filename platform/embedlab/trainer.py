@@ -1,9 +1,14 @@
-"""The loss-driven training loop, in one process (Ray Train workers run the same loop).
+"""The loss-driven training loop, in one process or on each Ray Train worker.
 
 One explicit loop: batch sampler -> collate -> loss -> backward -> clip -> AdamW -> linear schedule,
 evaluation every `eval_steps` and at the end, and checkpoints that hold everything needed to resume
 exactly (weights, optimizer, scheduler, RNG states, sampler position): a resumed run ends with the same
 weights as one that was never interrupted.
+
+Data-parallel (`world_size` > 1, a torch.distributed process group set up by Ray Train): worker `rank`
+takes every `world_size`-th batch of the shared sampler, so each worker batch is one the sampler made
+(no duplicates, label groups) and gradients are averaged across workers after each backward pass.
+Rank 0 evaluates and saves the model; every rank saves its own RNG state in checkpoints.
 """
 
 import json
@@ -20,6 +25,7 @@ from tqdm.auto import tqdm
 
 from embedlab.config import TrainingConfig
 from embedlab.data import SAMPLERS, Collator
+from embedlab.distributed import average_gradients
 from embedlab.errors import EmbedlabError
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -94,47 +100,74 @@ class Trainer:
     """Trains `loss.model` with `loss` on `dataset`; see the module docstring.
 
     Callbacks are objects with any of `on_step_end(trainer, step, loss_value)`,
-    `on_evaluate(trainer, step, metrics)` and `on_checkpoint(trainer, step, path)`.
+    `on_evaluate(trainer, step, metrics)`, `on_checkpoint(trainer, step, path)` and
+    `on_train_end(trainer, metrics)`.
     """
 
-    def __init__(self, loss, dataset, detected, args: TrainingConfig, output_dir: str | Path, evaluators=(), callbacks=()):
+    def __init__(
+        self,
+        loss,
+        dataset,
+        detected,
+        args: TrainingConfig,
+        output_dir: str | Path,
+        evaluators=(),
+        callbacks=(),
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.loss = loss
         self.model = loss.model
         self.dataset = dataset
         self.args = args
         self.output_dir = Path(output_dir)
-        self.evaluators = list(evaluators)
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.evaluators = list(evaluators) if self.is_main else []
         self.callbacks = list(callbacks)
         self.collate = Collator(self.model.tokenize, detected, dataset)
         self.sampler = make_sampler(args, loss, dataset, detected)
         # No-duplicates batching can give a different number of batches per epoch: count them all.
-        self.total_steps = args.max_steps or sum(len(self.sampler.batches(epoch)) for epoch in range(args.epochs))
+        self.total_steps = args.max_steps or sum(len(self.worker_batches(epoch)) for epoch in range(args.epochs))
+        if self.total_steps == 0:
+            raise EmbedlabError(f"no training steps: {len(dataset)} rows give fewer batches than the {world_size} workers")
         self.optimizer = make_optimizer(loss, args)
         self.scheduler = linear_schedule(self.optimizer, math.ceil(args.warmup_ratio * self.total_steps), self.total_steps)
         self.global_step = 0
         self.epoch, self.batch_in_epoch = 0, 0  # the sampler position
         self.history: list[dict] = []
 
+    def worker_batches(self, epoch: int) -> list[list[int]]:
+        """This worker's batches of an epoch: every world_size-th one, from a count all workers share
+        (up to world_size - 1 batches are left out, so that no worker waits for a step the others skip)."""
+        batches = self.sampler.batches(epoch)
+        usable = len(batches) // self.world_size * self.world_size
+        return batches[self.rank : usable : self.world_size]
+
     # --- the loop -------------------------------------------------------------------------------
-    def train(self) -> dict[str, float]:
+    def train(self, resume_from: Path | None = None) -> dict[str, float]:
+        """Trains to the end; resumes from `resume_from`, else (with `resume`) from the output folder's last checkpoint."""
         set_seed(self.args.seed)
         if not self.args.resume:
             shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
-        checkpoint = latest_checkpoint(self.output_dir)
+        checkpoint = resume_from or latest_checkpoint(self.output_dir)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         device = self.model.device
         self.loss.train()
-        progress = tqdm(total=self.total_steps, initial=self.global_step, desc="Training", disable=not self.args.show_progress_bar)
+        show_progress = self.args.show_progress_bar and self.is_main
+        progress = tqdm(total=self.total_steps, initial=self.global_step, desc="Training", disable=not show_progress)
         running_loss, running_count = 0.0, 0
         while self.global_step < self.total_steps:
-            for indices in self.sampler.batches(self.epoch)[self.batch_in_epoch :]:
+            for indices in self.worker_batches(self.epoch)[self.batch_in_epoch :]:
                 features, labels = self.collate(self.dataset[indices])
                 features = [{key: value.to(device) for key, value in batch.items()} for batch in features]
                 labels = labels.to(device) if labels is not None else None
                 with self._autocast():
                     loss_value = self.loss(features, labels)
                 loss_value.backward()
+                if self.world_size > 1:
+                    average_gradients(self.loss)
                 if self.args.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self.loss.parameters(), self.args.max_grad_norm)
                 self.optimizer.step()
@@ -161,8 +194,13 @@ class Trainer:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         progress.close()
         metrics = self.evaluate(extra={"loss": running_loss / running_count} if running_count else {})
-        self.model.save(self.output_dir / "model")
-        (self.output_dir / "results.json").write_text(json.dumps({"step": self.global_step, "metrics": metrics, "history": self.history}, indent=2))
+        if self.is_main:
+            self.model.save(self.output_dir / "model")
+            results = {"step": self.global_step, "metrics": metrics, "history": self.history}
+            (self.output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        for callback in self.callbacks:
+            if hasattr(callback, "on_train_end"):
+                callback.on_train_end(self, metrics)
         return metrics
 
     def _autocast(self):
@@ -193,19 +231,11 @@ class Trainer:
         partial = folder / f".partial-{CHECKPOINT_PREFIX}{self.global_step}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        weights = {name: tensor.detach().contiguous().clone() for name, tensor in self.loss.state_dict().items()}
-        save_file(weights, partial / "weights.safetensors")
         rng = _rng_state()
         rng["python"] = _python_rng_to_lists(rng["python"])
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng}, partial / "training_state.pt")
-        state = {
-            "global_step": self.global_step,
-            "total_steps": self.total_steps,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "history": self.history,
-        }
-        (partial / STATE_FILE).write_text(json.dumps(state, indent=2))
+        torch.save(rng, partial / f"rng_state_rank{self.rank}.pt")  # dropout differs per worker: one file each
+        if self.is_main:  # weights and optimizer states are the same on every worker
+            self._save_training_state(partial)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)  # atomic: a checkpoint folder without the prefix-free name is never read
         self._prune_checkpoints(folder)
@@ -213,6 +243,19 @@ class Trainer:
             if hasattr(callback, "on_checkpoint"):
                 callback.on_checkpoint(self, self.global_step, final)
         return final
+
+    def _save_training_state(self, folder: Path) -> None:
+        weights = {name: tensor.detach().contiguous().clone() for name, tensor in self.loss.state_dict().items()}
+        save_file(weights, folder / "weights.safetensors")
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, folder / "training_state.pt")
+        state = {
+            "global_step": self.global_step,
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "history": self.history,
+        }
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def _prune_checkpoints(self, folder: Path) -> None:
         checkpoints = sorted(folder.glob(f"{CHECKPOINT_PREFIX}*"), key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)))
@@ -230,7 +273,7 @@ class Trainer:
         training_state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(training_state["optimizer"])
         self.scheduler.load_state_dict(training_state["scheduler"])
-        rng = training_state["rng"]
+        rng = torch.load(path / f"rng_state_rank{self.rank}.pt", weights_only=True)
         rng["python"] = (rng["python"][0], tuple(rng["python"][1]), rng["python"][2])
         _restore_rng(rng)
         self.global_step = state["global_step"]

@@ -1,0 +1,249 @@
+"""Training on Ray Train workers: `embedlab train CONFIG --workers N [--gpu]`.
+
+The driver checks everything first (config, data, loss, storage, cluster resources), then runs a Ray
+Train V2 `TorchTrainer` whose `train_fn_per_worker` runs the same `Trainer` as in-process training,
+data-parallel over the process group Ray Train sets up (gloo on CPU, NCCL on GPU). Each evaluation
+reports its metrics and a checkpoint to Ray Train: a failed worker restarts the group from the last
+checkpoint (up to `max_failures` times), and running again with the same run name and storage resumes
+an interrupted run. The last checkpoint also holds the model folder, which the driver copies to
+`<output_dir>/model`, so the model is reachable from any storage (s3://, gs://, a shared folder).
+"""
+
+import copy
+import dataclasses
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pyarrow.fs
+import yaml
+
+from embedlab import run
+from embedlab.config import Config, DataSource, DistributedConfig
+from embedlab.errors import EmbedlabError
+from embedlab.model import EmbeddingModel
+from embedlab.trainer import Trainer
+
+RESULT_FILES = ("model", "results.json", "eval")  # what the last checkpoint carries back to the driver
+
+
+# --- the driver ---------------------------------------------------------------------------------
+def train_on_ray(prepared: run.Prepared) -> dict:
+    """`run.train()` on Ray Train workers; returns the same {"before", "after", "final", "output_dir"}."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    config = prepared.config
+    distributed = config.distributed
+    storage_path = storage_location(config)
+    connect(distributed.address)
+    if distributed.check_resources:
+        check_resources(distributed)
+    check_storage(storage_path)
+
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    run_name = output_dir.resolve().name
+    if not config.training.resume:
+        delete_run(storage_path, run_name)
+    print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
+    print(f"Loss: {config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{run_name}")
+    before = run.evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0)
+
+    scored_by = prepared.evaluators[0] if prepared.evaluators else None
+    resources = {"CPU": distributed.cpus_per_worker, **({"GPU": 1} if distributed.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={"config": with_absolute_paths(config).to_dict()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=distributed.workers, use_gpu=distributed.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=distributed.num_to_keep,
+                checkpoint_score_attribute=scored_by.primary_metric if scored_by else None,
+                checkpoint_score_order="max" if scored_by is None or scored_by.greater_is_better else "min",
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=distributed.max_failures),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        raise EmbedlabError(
+            f"training failed on the Ray workers after {distributed.max_failures} restart(s): {_first_line(error)}; "
+            f"rerun the same command to resume from the last checkpoint in {storage_path}/{run_name}"
+        ) from None
+    with result.checkpoint.as_directory() as folder:
+        for name in RESULT_FILES:
+            source, target = Path(folder) / name, output_dir / name
+            if source.is_dir():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            elif source.exists():
+                shutil.copy(source, target)
+    final = {key: value for key, value in result.metrics.items() if key != "step"}
+    model = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
+    after = run.evaluate_all(prepared.test_evaluators, model, output_dir / "eval", steps=result.metrics["step"])
+    return {"before": before, "after": after, "final": final, "output_dir": str(output_dir)}
+
+
+def storage_location(config: Config) -> str:
+    return config.distributed.storage_path or str(Path(config.output_dir).resolve() / "ray")
+
+
+def _filesystem(storage_path: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    if "://" not in storage_path:
+        return pyarrow.fs.LocalFileSystem(), str(Path(storage_path).resolve())
+    return pyarrow.fs.FileSystem.from_uri(storage_path)
+
+
+def check_storage(storage_path: str) -> None:
+    """Writes and deletes a small file there, so a bad path fails now and not at the first checkpoint.
+    A local folder that does not exist yet is not created: its nearest existing parent is probed."""
+    try:
+        if "://" in storage_path:
+            filesystem, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+            filesystem.create_dir(root, recursive=True)
+        else:
+            filesystem, root = pyarrow.fs.LocalFileSystem(), Path(storage_path).resolve()
+            while not root.exists():
+                root = root.parent
+            root = str(root)
+        probe = f"{root}/.embedlab-write-check-{uuid.uuid4().hex}"
+        with filesystem.open_output_stream(probe) as stream:
+            stream.write(b"ok")
+        filesystem.delete_file(probe)
+    except Exception as error:  # each filesystem raises its own kind (OSError, ArrowInvalid, ...)
+        raise EmbedlabError(
+            f"storage path '{storage_path}' cannot be written ({_first_line(error)}): set distributed.storage_path "
+            "to a writable folder, or an s3:// / gs:// URI with credentials in the environment"
+        ) from None
+
+
+def delete_run(storage_path: str, run_name: str) -> None:
+    filesystem, root = _filesystem(storage_path)
+    if filesystem.get_file_info(f"{root}/{run_name}").type != pyarrow.fs.FileType.NotFound:
+        filesystem.delete_dir(f"{root}/{run_name}")
+
+
+def connect(address: str | None) -> None:
+    """Joins the cluster at `address`, else RAY_ADDRESS (what `ray job submit` sets), else starts a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise EmbedlabError(f"cannot reach the Ray cluster at '{address}': {_first_line(error)}") from None
+
+
+def check_resources(distributed: DistributedConfig) -> None:
+    """Fails now, in one line, where Ray would otherwise wait forever for resources that never come."""
+    import ray
+
+    available = ray.cluster_resources()
+    cpus, gpus = available.get("CPU", 0), available.get("GPU", 0)
+    if distributed.use_gpu and gpus == 0:
+        raise EmbedlabError("--gpu was given but the Ray cluster has no GPU: drop --gpu to train on CPUs")
+    if distributed.use_gpu and gpus < distributed.workers:
+        raise EmbedlabError(f"{distributed.workers} GPU workers need {distributed.workers} GPUs; the Ray cluster has {gpus:g}: use --workers {int(gpus)}")
+    needed = distributed.workers * distributed.cpus_per_worker
+    if cpus < needed:
+        most = int(cpus // distributed.cpus_per_worker)
+        raise EmbedlabError(
+            f"{distributed.workers} workers x {distributed.cpus_per_worker} CPUs need {needed} CPUs; the Ray cluster has {cpus:g}: "
+            f"use --workers {most} or fewer CPUs per worker (distributed.cpus_per_worker)"
+        )
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """Workers may run in another folder (or on another node with the same files): local paths made absolute."""
+    config = copy.deepcopy(config)
+
+    def absolute(path):
+        return str(Path(path).resolve()) if isinstance(path, str) and Path(path).exists() else path
+
+    sources: list[DataSource] = [config.data.train] + [entry.data for entry in config.evaluators + config.test_evaluators]
+    for source in sources:
+        source.path = absolute(source.path)
+        source.teacher_model = absolute(source.teacher_model)
+    config.model.name = absolute(config.model.name)
+    if "guide" in config.loss.params:
+        config.loss.params["guide"] = absolute(config.loss.params["guide"])
+    config.output_dir = str(Path(config.output_dir).resolve())
+    return config
+
+
+def _first_line(error: BaseException) -> str:
+    """The line that names the error: the last line of a worker's traceback, else the first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return lines[-1] if "Traceback" in str(error) else lines[0]
+
+
+# --- the workers --------------------------------------------------------------------------------
+def train_fn_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    config = Config.from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    prepared = run.prepare(config, device=str(ray.train.torch.get_device()))
+    # Ray Train checkpoints replace the trainer's own: one at each evaluation (every eval_steps, else
+    # every save_steps) and one at the end; a restarted worker group resumes from the last one.
+    args = dataclasses.replace(config.training, eval_steps=config.training.eval_steps or config.training.save_steps, save_steps=None)
+    workdir = Path(tempfile.mkdtemp(prefix=f"embedlab-rank{rank}-"))
+    try:
+        trainer = Trainer(
+            prepared.loss,
+            prepared.dataset,
+            prepared.detected,
+            args,
+            workdir,
+            evaluators=prepared.evaluators,
+            callbacks=[RayTrainReport()],
+            rank=rank,
+            world_size=world_size,
+        )
+        resume_from = None
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                resume_from = Path(shutil.copytree(folder, workdir / "resume"))
+        trainer.train(resume_from=resume_from)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RayTrainReport:
+    """Reports every evaluation to Ray Train with a checkpoint; the last checkpoint also holds the model."""
+
+    def on_evaluate(self, trainer: Trainer, step: int, metrics: dict) -> None:
+        if step < trainer.total_steps:  # the last evaluation is reported by on_train_end, with the model
+            self._report(trainer, step, metrics, extra_files=())
+
+    def on_train_end(self, trainer: Trainer, metrics: dict) -> None:
+        self._report(trainer, trainer.global_step, metrics, extra_files=RESULT_FILES)
+
+    @staticmethod
+    def _report(trainer: Trainer, step: int, metrics: dict, extra_files) -> None:
+        import ray.train
+
+        folder = trainer.save_checkpoint()  # every rank: its RNG state; rank 0 also weights and optimizer
+        for name in extra_files if trainer.is_main else ():
+            source = trainer.output_dir / name
+            if source.is_dir():
+                shutil.copytree(source, folder / name, dirs_exist_ok=True)
+            elif source.exists():
+                shutil.copy(source, folder / name)
+        # The same folder name on every rank: Ray Train merges the workers' files into one checkpoint.
+        ray.train.report(
+            {**metrics, "step": step},
+            checkpoint=ray.train.Checkpoint.from_directory(folder),
+            checkpoint_dir_name=f"checkpoint-{step:07d}",
+        )

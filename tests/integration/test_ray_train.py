@@ -1,0 +1,107 @@
+"""Training on real Ray Train workers (a local Ray cluster of 2 CPUs): a killed worker restarts the run
+from its last checkpoint, an interrupted run resumes when run again, and bad cluster input fails
+in one line before any worker starts."""
+
+import json
+import random
+
+import pytest
+
+from conftest import REPO, sentence, write_config, write_jsonl
+from embedlab import run
+from embedlab.cli import main
+from embedlab.config import load_config
+from embedlab.ray_train import train_on_ray
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    # Workers import the test's custom losses, as a user's workers import theirs.
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray-data")
+    rng = random.Random(0)
+    pairs = write_jsonl(folder / "pairs.jsonl", [{"anchor": sentence(rng), "positive": sentence(rng)} for _ in range(96)])
+    dev = write_jsonl(folder / "dev.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(40)])
+    return pairs, dev
+
+
+def _config(tmp_path, model_path, data, name, loss_params, max_failures=2):
+    pairs, dev = data
+    return write_config(
+        tmp_path / f"{name}.yaml",
+        model_path,
+        pairs,
+        tmp_path / name,
+        loss={"name": "custom_losses.CrashOnceLoss", "params": loss_params},
+        # 12 steps of 8 rows per worker, a checkpoint every 4: a crash at step 6 resumes from step 4.
+        training={"max_steps": 12, "eval_steps": 4, "learning_rate": 1e-3},
+        evaluators=[{"name": "dev", "data": str(dev)}],
+        distributed={"workers": 2, "max_failures": max_failures},
+    )
+
+
+def _train(config_path):
+    return train_on_ray(run.prepare(load_config(config_path), device="cpu"))
+
+
+def _final_metrics(output_dir):
+    return json.loads((output_dir / "results.json").read_text())["metrics"]
+
+
+def test_a_killed_worker_restarts_from_the_last_checkpoint_and_ends_as_an_uninterrupted_run(ray_cluster, tmp_path, tiny_model_path, data):
+    never = str(tmp_path / "never-crash")
+    (tmp_path / "never-crash").write_text("the marker exists: no crash")
+    uninterrupted = _train(_config(tmp_path, tiny_model_path, data, "uninterrupted", {"crash_at": 6, "marker": never}))
+
+    marker, calls = tmp_path / "crashed", tmp_path / "calls.txt"
+    params = {"crash_at": 6, "marker": str(marker), "calls_file": str(calls)}
+    interrupted = _train(_config(tmp_path, tiny_model_path, data, "interrupted", params))
+    assert marker.exists(), "the worker was never killed"
+    assert calls.read_text().split().count("0") == 6 + (12 - 4)  # rank 0: 6 steps, then 8 from the step-4 checkpoint
+    assert interrupted["final"] == pytest.approx(uninterrupted["final"], rel=1e-6, abs=1e-7)
+    assert _final_metrics(tmp_path / "interrupted") == pytest.approx(_final_metrics(tmp_path / "uninterrupted"), rel=1e-6, abs=1e-7)
+    assert (tmp_path / "interrupted" / "model" / "modules.json").exists()
+
+
+def test_running_a_failed_run_again_resumes_it(ray_cluster, tmp_path, tiny_model_path, data, capsys):
+    never = tmp_path / "never-crash"
+    never.write_text("no crash")
+    reference = _train(_config(tmp_path, tiny_model_path, data, "reference", {"crash_at": 6, "marker": str(never)}))
+
+    marker, calls = tmp_path / "crashed", tmp_path / "calls.txt"
+    params = {"crash_at": 6, "marker": str(marker), "calls_file": str(calls)}
+    config = _config(tmp_path, tiny_model_path, data, "rerun", params, max_failures=0)
+    assert main(["train", str(config)]) == 2  # no restarts allowed: the run fails, with one line
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("embedlab: error: training failed on the Ray workers") and "rerun the same command" in error[-1]
+    calls.unlink()
+    assert main(["train", str(config)]) == 0
+    assert calls.read_text().split().count("0") == 12 - 4  # rank 0 trained from the step-4 checkpoint on
+    assert _final_metrics(tmp_path / "rerun") == pytest.approx(reference["final"], rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--workers", "3"], "3 workers x 1 CPUs need 3 CPUs; the Ray cluster has 2: use --workers 2"),
+        (["--workers", "1", "--gpu"], "--gpu was given but the Ray cluster has no GPU"),
+        (["--workers", "1", "distributed.storage_path=/proc/embedlab-cannot-write"], "storage path '/proc/embedlab-cannot-write' cannot be written"),
+        (["--gpu"], "--gpu (distributed.use_gpu) needs --workers N"),
+        (["--workers", "0"], "distributed.workers must be at least 1"),
+    ],
+)
+def test_bad_cluster_input_fails_in_one_line_before_any_worker_starts(ray_cluster, tmp_path, tiny_model_path, score_pairs_file, capsys, flags, message):
+    config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "run")
+    assert main(["train", str(config), *flags]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0], error
+    assert not (tmp_path / "run").exists()  # nothing half-written
