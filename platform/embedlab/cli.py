@@ -20,6 +20,7 @@ def _quiet_libraries() -> None:
 def cmd_train(args) -> None:
     from embedlab import run
     from embedlab.config import load_config
+    from embedlab.trainer import TRAINING_METRICS
 
     overrides = list(args.overrides)
     if args.workers is not None:
@@ -36,7 +37,7 @@ def cmd_train(args) -> None:
         results = run.train(prepared)
     print(f"\nResults ({results['output_dir']}, model saved in {results['output_dir']}/model)")
     for name, value in results["final"].items():
-        if name not in ("loss", "learning_rate"):
+        if name not in TRAINING_METRICS:
             print(f"  {name:40s} {value:.4f}")
     for name, value in results["after"].items():
         print(f"  {name:40s} {results['before'][name]:.4f} -> {value:.4f}")

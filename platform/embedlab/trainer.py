@@ -15,6 +15,7 @@ import json
 import math
 import random
 import shutil
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from embedlab.errors import EmbedlabError
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
+TRAINING_METRICS = ("loss", "learning_rate", "train_seconds", "train_samples_per_second")  # the rest: evaluators'
 
 
 def set_seed(seed: int) -> None:
@@ -96,6 +98,25 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(checkpoints, key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
 
 
+class Interval:
+    """Training loss and throughput between two evaluations."""
+
+    def __init__(self):
+        self.loss_sum, self.steps, self.samples, self.seconds = 0.0, 0, 0, 0.0
+
+    def add(self, loss: float, samples: int, seconds: float) -> None:
+        self.loss_sum, self.steps, self.samples, self.seconds = self.loss_sum + loss, self.steps + 1, self.samples + samples, self.seconds + seconds
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(1, self.steps)
+
+    def metrics(self) -> dict[str, float]:
+        if not self.steps:  # e.g. a resumed run that had already finished
+            return {}
+        return {"loss": self.mean_loss, "train_samples_per_second": self.samples / self.seconds}
+
+
 class Trainer:
     """Trains `loss.model` with `loss` on `dataset`; see the module docstring.
 
@@ -136,6 +157,7 @@ class Trainer:
         self.global_step = 0
         self.epoch, self.batch_in_epoch = 0, 0  # the sampler position
         self.history: list[dict] = []
+        self.train_seconds = 0.0  # in training steps only: no evaluation, checkpoints or start-up
 
     def worker_batches(self, epoch: int) -> list[list[int]]:
         """This worker's batches of an epoch: every world_size-th one, from a count all workers share
@@ -157,9 +179,10 @@ class Trainer:
         self.loss.train()
         show_progress = self.args.show_progress_bar and self.is_main
         progress = tqdm(total=self.total_steps, initial=self.global_step, desc="Training", disable=not show_progress)
-        running_loss, running_count = 0.0, 0
+        interval = Interval()
         while self.global_step < self.total_steps:
             for indices in self.worker_batches(self.epoch)[self.batch_in_epoch :]:
+                step_start = time.perf_counter()
                 features, labels = self.collate(self.dataset[indices])
                 features = [{key: value.to(device) for key, value in batch.items()} for batch in features]
                 labels = labels.to(device) if labels is not None else None
@@ -175,17 +198,17 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.global_step += 1
                 self.batch_in_epoch += 1
-                running_loss += loss_value.item()
-                running_count += 1
+                interval.add(loss_value.item(), len(indices) * self.world_size, time.perf_counter() - step_start)
+                self.train_seconds += time.perf_counter() - step_start
                 progress.update(1)
-                progress.set_postfix(loss=f"{running_loss / running_count:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                progress.set_postfix(loss=f"{interval.mean_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 for callback in self.callbacks:
                     if hasattr(callback, "on_step_end"):
                         callback.on_step_end(self, self.global_step, loss_value.item())
                 finished = self.global_step >= self.total_steps
                 if self.args.eval_steps and self.global_step % self.args.eval_steps == 0 and not finished:
-                    self.evaluate(extra={"loss": running_loss / running_count})
-                    running_loss, running_count = 0.0, 0
+                    self.evaluate(extra=interval.metrics())
+                    interval = Interval()
                 if self.args.save_steps and self.global_step % self.args.save_steps == 0:
                     self.save_checkpoint()
                 if finished:
@@ -193,7 +216,7 @@ class Trainer:
             else:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         progress.close()
-        metrics = self.evaluate(extra={"loss": running_loss / running_count} if running_count else {})
+        metrics = self.evaluate(extra=interval.metrics())
         if self.is_main:
             self.model.save(self.output_dir / "model")
             results = {"step": self.global_step, "metrics": metrics, "history": self.history}
@@ -216,6 +239,7 @@ class Trainer:
     def evaluate(self, extra: dict | None = None) -> dict[str, float]:
         metrics = dict(extra or {})
         metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
+        metrics["train_seconds"] = self.train_seconds
         for evaluator in self.evaluators:
             metrics.update(evaluator(self.model, output_path=self.output_dir / "eval", steps=self.global_step))
         self.history.append({"step": self.global_step, **metrics})
@@ -254,6 +278,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "history": self.history,
+            "train_seconds": self.train_seconds,
         }
         (folder / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -279,4 +304,5 @@ class Trainer:
         self.global_step = state["global_step"]
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         self.history = state["history"]
+        self.train_seconds = state.get("train_seconds", 0.0)
         print(f"Resuming from {path} (step {self.global_step} of {self.total_steps})")
