@@ -1,4 +1,4 @@
-"""The `embedlab` command: train | evaluate | formats | losses.
+"""The `embedlab` command: train | sweep | evaluate | formats | losses.
 
 User mistakes (EmbedlabError) print one line and exit with code 2, never a traceback.
 """
@@ -28,6 +28,8 @@ def cmd_train(args) -> None:
     if args.gpu:
         overrides.append("distributed.use_gpu=true")
     config = load_config(args.config, overrides, smoke_test=args.smoke_test)
+    if config.search is not None:
+        raise EmbedlabError(f"'{args.config}' is a sweep config (it has a `search` block): run `embedlab sweep {args.config}`")
     prepared = run.prepare(config, device="cpu" if config.distributed.workers else None)  # workers hold the GPUs
     if config.distributed.workers:
         from embedlab.ray_train import train_on_ray
@@ -44,6 +46,19 @@ def cmd_train(args) -> None:
     primary = [evaluator.primary_metric for evaluator in prepared.test_evaluators]
     if primary:
         print(f"{primary[0]}: {results['after'][primary[0]]:.4f} (before training: {results['before'][primary[0]]:.4f})")
+
+
+def cmd_sweep(args) -> None:
+    from embedlab import sweep as sweeps
+    from embedlab.config import load_config
+
+    config = load_config(args.config, args.overrides, smoke_test=args.smoke_test)
+    sweep = sweeps.prepare_sweep(config)
+    sweeps.write_resolved(sweep)
+    space = ", ".join(sweeps.parameter_names(sweep))
+    print(f"Sweep '{sweep.name}': {sweep.config.search.num_samples} trials over {', '.join(sweep.losses)} ({sweep.format_key} data); space: {space}")
+    results = sweeps.run_sweep(sweep, resume=args.resume)
+    sweeps.print_summary(sweep, sweeps.summarize(sweep, results))
 
 
 def cmd_formats(args) -> None:
@@ -110,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker (needs --workers)")
     train.set_defaults(handler=cmd_train)
 
+    sweep = commands.add_parser("sweep", help="search losses and hyperparameters with Ray Tune + Optuna")
+    sweep.add_argument("config", help="a sweep config, e.g. experiments/sweeps/stsb_score_pairs.yaml")
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. search.num_samples=4")
+    sweep.add_argument("--smoke-test", action="store_true", help="2 trials of a few steps on a few rows")
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
+    sweep.set_defaults(handler=cmd_sweep)
+
     formats = commands.add_parser("formats", help="detect a data file's format and the losses that suit it")
     formats.add_argument("path")
     formats.add_argument("--columns", type=lambda text: text.split(","), help="comma-separated columns to keep")
@@ -140,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come before or after flags (`train c.yaml --smoke-test a=1`): collect the stragglers.
     args, extra = parser.parse_known_args(argv)
-    if extra and (args.command != "train" or any("=" not in item or item.startswith("-") for item in extra)):
+    if extra and (args.command not in ("train", "sweep") or any("=" not in item or item.startswith("-") for item in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]

@@ -45,6 +45,7 @@ class DataSource:
 class ModelConfig:
     name: str = DEFAULT_MODEL
     max_seq_length: int | None = None  # default: the model's own
+    pooling: str | None = None  # replace the model's pooling: mean, cls, max, mean_sqrt_len_tokens, weightedmean, lasttoken
     trust_remote_code: bool = False  # running code shipped with a model is opt-in
 
 
@@ -107,6 +108,34 @@ class EvaluatorConfig:
 
 
 @dataclass
+class LossSearchConfig:
+    name: str  # a catalogue loss that suits the data
+    params: dict = field(default_factory=dict)  # fixed parameters, e.g. a guide model
+    space: dict | None = None  # parameter -> {loguniform|uniform|int: [low, high]} or {choice: [..]}; default: the loss's own
+
+
+@dataclass
+class SearchConfig:
+    """What a sweep (`embedlab sweep`) searches over; see experiments/sweeps/ for examples."""
+
+    losses: list[LossSearchConfig] | str = "auto"  # auto: every loss that suits the data's format
+    modifiers: list[LossModifierConfig | None] = field(default_factory=list)  # options, null = none
+    space: dict = field(default_factory=dict)  # dotted config key -> range, e.g. training.learning_rate
+    metric: str | None = None  # default: the first evaluator's primary metric
+    mode: str | None = None  # max | min; default: what the metric's evaluator says
+    num_samples: int = 8  # trials
+    max_concurrent: int = 1  # trials at once
+    workers_per_trial: int = 1  # 1: the in-process trainer (no worker start-up); more: a TorchTrainer each
+    cpus_per_trial: int | None = None  # per worker; default: the cluster's CPUs / max_concurrent / workers
+    use_gpu: bool = False  # one GPU per worker
+    scheduler: str = "fifo"  # or asha: stop weak trials early, judged at each evaluation
+    grace_period: int = 2  # ASHA: evaluations a trial always gets
+    reduction_factor: int = 2  # ASHA: keep the best 1/reduction_factor at each rung
+    seed: int = 0  # the TPE sampler's
+    points_to_evaluate: list[dict] = field(default_factory=list)  # known-good trials to start from
+
+
+@dataclass
 class DataConfig:
     train: DataSource
 
@@ -120,6 +149,7 @@ class Config:
     evaluators: list[EvaluatorConfig] = field(default_factory=list)  # run every eval_steps and at the end
     test_evaluators: list[EvaluatorConfig] = field(default_factory=list)  # run before and after training
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    search: SearchConfig | None = None  # a sweep config: `embedlab sweep`
     output_dir: str = "runs/default"
 
     def to_dict(self) -> dict:
@@ -130,11 +160,14 @@ class Config:
         return _build(cls, raw, "")
 
 
+SHORTHANDS = {DataSource: "path", LossSearchConfig: "name", LossModifierConfig: "name"}  # a bare string fills this key
+
+
 def _build(cls, raw, where: str):
     """Builds dataclass `cls` from plain YAML data, checking keys and types on the way."""
     if dataclasses.is_dataclass(cls):
-        if isinstance(raw, str) and cls is DataSource:  # `train: data.csv` is short for `train: {path: data.csv}`
-            raw = {"path": raw}
+        if isinstance(raw, str) and cls in SHORTHANDS:  # e.g. `train: data.csv` for `train: {path: data.csv}`
+            raw = {SHORTHANDS[cls]: raw}
         if not isinstance(raw, dict):
             raise EmbedlabError(f"config key '{where}' must be a mapping, got {type(raw).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -237,4 +270,8 @@ def smoke_test_config(config: Config) -> Config:
     for evaluator in config.evaluators + config.test_evaluators:
         evaluator.data.limit = min(evaluator.data.limit or 10**9, 64)
     config.output_dir = str(Path(config.output_dir).with_name(Path(config.output_dir).name + "-smoke"))
+    if config.search is not None:  # a sweep: 2 trials, each evaluated twice (what ASHA needs to act)
+        config.search.num_samples = min(config.search.num_samples, 2)
+        config.search.grace_period = 1
+        config.training.eval_steps = 2
     return config

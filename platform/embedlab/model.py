@@ -325,6 +325,11 @@ class EmbeddingModel(nn.Sequential):
     def transformer(self) -> Transformer:
         return self[0]
 
+    def set_pooling(self, mode: str) -> None:
+        """Replaces the pooling mode (pooling has no weights, so a trained model can switch)."""
+        index = next(index for index, module in enumerate(self) if isinstance(module, Pooling))
+        self[index] = Pooling(self[index].embedding_dimension, mode, self[index].include_prompt)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

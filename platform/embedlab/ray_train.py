@@ -29,8 +29,9 @@ RESULT_FILES = ("model", "results.json", "eval")  # what the last checkpoint car
 
 
 # --- the driver ---------------------------------------------------------------------------------
-def train_on_ray(prepared: run.Prepared) -> dict:
-    """`run.train()` on Ray Train workers; returns the same {"before", "after", "final", "output_dir"}."""
+def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks=()) -> dict:
+    """`run.train()` on Ray Train workers; returns the same dict. `callbacks` are Ray Train callbacks
+    (e.g. Tune's TuneReportCallback, when a sweep's trial runs a TorchTrainer)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -50,7 +51,7 @@ def train_on_ray(prepared: run.Prepared) -> dict:
         delete_run(storage_path, run_name)
     print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
     print(f"Loss: {config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{run_name}")
-    before = run.evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0)
+    before = run.evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
 
     scored_by = prepared.evaluators[0] if prepared.evaluators else None
     resources = {"CPU": distributed.cpus_per_worker, **({"GPU": 1} if distributed.use_gpu else {})}
@@ -69,6 +70,7 @@ def train_on_ray(prepared: run.Prepared) -> dict:
                 checkpoint_score_order="max" if scored_by is None or scored_by.greater_is_better else "min",
             ),
             failure_config=ray.train.FailureConfig(max_failures=distributed.max_failures),
+            callbacks=list(callbacks),
         ),
     )
     try:
@@ -88,7 +90,7 @@ def train_on_ray(prepared: run.Prepared) -> dict:
     final = {key: value for key, value in result.metrics.items() if key != "step"}
     model = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
     after = run.evaluate_all(prepared.test_evaluators, model, output_dir / "eval", steps=result.metrics["step"])
-    return {"before": before, "after": after, "final": final, "output_dir": str(output_dir)}
+    return {"before": before, "after": after, "final": final, "step": result.metrics["step"], "output_dir": str(output_dir)}
 
 
 def storage_location(config: Config) -> str:

@@ -44,6 +44,8 @@ def prepare(config: Config, device: str | None = None) -> Prepared:
     model = EmbeddingModel(config.model.name, device=device, trust_remote_code=config.model.trust_remote_code)
     if config.model.max_seq_length:
         model.max_seq_length = config.model.max_seq_length
+    if config.model.pooling:
+        model.set_pooling(config.model.pooling)
     set_seed(config.training.seed)  # loss heads (e.g. a classifier) start the same on every run
     loss = build_loss(config.loss.name, model, config.loss.params, detected, config.loss.modifiers).to(model.device)
     return Prepared(config, dataset, detected, loss, evaluators, test_evaluators)
@@ -66,15 +68,16 @@ def evaluate_all(evaluators: list, model, output_path: Path | None = None, steps
     return metrics
 
 
-def train(prepared: Prepared, callbacks=()) -> dict:
-    """Trains; returns {"before": test metrics, "after": test metrics, "final": dev metrics}."""
+def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True) -> dict:
+    """Trains; returns {"before": test metrics, "after": test metrics, "final": dev metrics, "step", "output_dir"}.
+    `evaluate_before=False` skips the test evaluators on the untrained model (a sweep's trials)."""
     config = prepared.config
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
     print(f"Loss: {config.loss.name} {getattr(prepared.loss, 'get_config_dict', dict)()}")
-    before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0)
+    before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
     trainer = Trainer(
         prepared.loss,
         prepared.dataset,
@@ -86,4 +89,4 @@ def train(prepared: Prepared, callbacks=()) -> dict:
     )
     final = trainer.train()
     after = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=trainer.global_step)
-    return {"before": before, "after": after, "final": final, "output_dir": str(output_dir)}
+    return {"before": before, "after": after, "final": final, "step": trainer.global_step, "output_dir": str(output_dir)}

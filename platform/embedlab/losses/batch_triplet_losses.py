@@ -39,6 +39,8 @@ class _BatchTripletBase(nn.Module):
     formats = TRIPLET_FORMATS
     batch_sampler = "group_by_label"
     param_choices = {"distance_metric": BATCH_DISTANCES}
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"margin": {"uniform": [1.0, 10.0]}}
 
     def __init__(self, model: nn.Module, distance_metric=BatchHardTripletLossDistanceFunction.euclidean_distance, margin: float = 5):
         super().__init__()
@@ -176,6 +178,8 @@ class BatchHardSoftMarginTripletLoss(_BatchTripletBase):
         loss = BatchHardSoftMarginTripletLoss(model)
         loss([model.tokenize(["How far is Mars?", "How tall is Ann?", "Who wrote Emma?", "Who is Ann?"])], torch.tensor([0, 0, 1, 1]))
     """
+
+    search_space = {}  # no margin to tune
 
     def __init__(self, model: nn.Module, distance_metric=BatchHardTripletLossDistanceFunction.euclidean_distance):
         super().__init__(model, distance_metric)

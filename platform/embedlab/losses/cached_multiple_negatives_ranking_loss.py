@@ -52,6 +52,9 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=32)  # with training.batch_size=512
     """
 
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"scale": {"loguniform": [5.0, 50.0]}, "mini_batch_size": {"choice": [16, 32, 64]}}
+
     def __init__(
         self,
         model: nn.Module,

@@ -39,6 +39,8 @@ class CachedMultipleNegativesSymmetricRankingLoss(CachedMultipleNegativesRanking
     """
 
     formats = ("anchor_positive_pairs",)
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"scale": {"loguniform": [5.0, 50.0]}, "mini_batch_size": {"choice": [16, 32, 64]}}
 
     def __init__(
         self,

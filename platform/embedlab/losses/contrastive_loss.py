@@ -42,6 +42,8 @@ class ContrastiveLoss(nn.Module):
 
     formats = ("pair_binary",)
     batch_sampler = "random"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"margin": {"uniform": [0.2, 1.0]}}
     param_choices = {"distance_metric": SIAMESE_DISTANCES}
 
     def __init__(self, model: nn.Module, distance_metric=SiameseDistanceMetric.COSINE_DISTANCE, margin: float = 0.5, size_average: bool = True):

@@ -60,6 +60,8 @@ class ContrastiveTensionLoss(nn.Module):
 
     formats = ("single_sentences",)
     batch_sampler = "random"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"pos_neg_ratio": {"choice": [2, 4, 8]}}
 
     def __init__(self, model: nn.Module, pos_neg_ratio: int = 4):
         super().__init__()
@@ -141,6 +143,8 @@ class ContrastiveTensionLossInBatchNegatives(nn.Module):
 
     formats = ("anchor_anchor_pairs", "single_sentences")
     batch_sampler = "no_duplicates"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"scale": {"loguniform": [5.0, 50.0]}}
 
     def __init__(self, model: nn.Module, scale: float = 20.0, similarity_fct=cos_sim):
         super().__init__()

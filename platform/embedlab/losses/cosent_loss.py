@@ -44,6 +44,8 @@ class CoSENTLoss(nn.Module):
 
     formats = ("pair_score",)
     batch_sampler = "random"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"scale": {"loguniform": [5.0, 50.0]}}
 
     def __init__(self, model: nn.Module, scale: float = 20.0, similarity_fct=pairwise_cos_sim):
         super().__init__()

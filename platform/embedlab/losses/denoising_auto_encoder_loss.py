@@ -65,6 +65,8 @@ class DenoisingAutoEncoderLoss(nn.Module):
 
     formats = ("damaged_original_pairs", "single_sentences")
     batch_sampler = "random"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"del_ratio": {"uniform": [0.3, 0.8]}}
 
     def __init__(self, model: nn.Module, decoder_name_or_path: str | None = None, tie_encoder_decoder: bool = True, del_ratio: float = 0.6):
         super().__init__()

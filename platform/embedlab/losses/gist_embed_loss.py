@@ -66,6 +66,8 @@ class GISTEmbedLoss(nn.Module):
 
     formats = ("anchor_positive_pairs", "triplets")
     batch_sampler = "no_duplicates"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"temperature": {"loguniform": [0.005, 0.1]}}
 
     def __init__(
         self,
@@ -212,6 +214,8 @@ class CachedGISTEmbedLoss(GISTEmbedLoss):
     """
 
     formats = ("anchor_positive_pairs", "triplets", "n_tuples")
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"temperature": {"loguniform": [0.005, 0.1]}, "mini_batch_size": {"choice": [16, 32, 64]}}
 
     def __init__(
         self,

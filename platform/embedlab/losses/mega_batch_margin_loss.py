@@ -44,6 +44,8 @@ class MegaBatchMarginLoss(nn.Module):
 
     formats = ("anchor_positive_pairs",)
     batch_sampler = "no_duplicates"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"positive_margin": {"uniform": [0.5, 0.95]}, "negative_margin": {"uniform": [0.0, 0.5]}}
 
     def __init__(
         self,

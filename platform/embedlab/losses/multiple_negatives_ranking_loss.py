@@ -64,6 +64,8 @@ class MultipleNegativesRankingLoss(nn.Module):
 
     formats = ("anchor_positive_pairs", "triplets", "n_tuples")
     batch_sampler = "no_duplicates"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"scale": {"loguniform": [5.0, 50.0]}}
 
     def __init__(
         self,

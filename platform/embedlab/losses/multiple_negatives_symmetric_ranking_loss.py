@@ -39,6 +39,8 @@ class MultipleNegativesSymmetricRankingLoss(MultipleNegativesRankingLoss):
     """
 
     formats = ("anchor_positive_pairs",)
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"scale": {"loguniform": [5.0, 50.0]}}
 
     def __init__(self, model: nn.Module, scale: float = 20.0, similarity_fct=cos_sim, gather_across_devices: bool = False):
         super().__init__(

@@ -40,6 +40,8 @@ class TripletLoss(nn.Module):
 
     formats = ("triplets",)
     batch_sampler = "no_duplicates"
+    # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
+    search_space = {"triplet_margin": {"uniform": [0.5, 10.0]}}
     param_choices = {"distance_metric": TRIPLET_DISTANCES}
 
     def __init__(self, model: nn.Module, distance_metric=TripletDistanceMetric.EUCLIDEAN, triplet_margin: float = 5):

@@ -1,0 +1,84 @@
+"""Sweep configs are checked before Ray starts, and the define-by-run space only offers suitable losses."""
+
+import random
+
+import optuna
+import pytest
+
+from conftest import sentence, write_config, write_jsonl
+from embedlab.cli import main
+from embedlab.config import load_config
+from embedlab.formats import losses_for
+from embedlab.sweep import DefineByRunSpace, parameter_names, prepare_sweep, trial_config
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = random.Random(0)
+    scores = write_jsonl(tmp_path / "scores.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(32)])
+    triplets = write_jsonl(tmp_path / "triplets.jsonl", [{"anchor": sentence(rng), "positive": sentence(rng), "negative": sentence(rng)} for _ in range(32)])
+    return {"scores": scores, "triplets": triplets}
+
+
+def _sweep_file(tmp_path, model_path, train, dev, search):
+    return write_config(tmp_path / "sweep.yaml", model_path, train, tmp_path / "sweep", evaluators=[{"name": "dev", "data": str(dev)}], search=search)
+
+
+@pytest.mark.parametrize("train", ["scores", "triplets"])
+def test_the_define_by_run_space_only_offers_losses_that_suit_the_format(tmp_path, tiny_model_path, data, train):
+    path = _sweep_file(tmp_path, tiny_model_path, data[train], data["scores"], {"losses": "auto", "space": {"training.learning_rate": {"loguniform": [1e-5, 1e-3]}}})
+    sweep = prepare_sweep(load_config(path))
+    suitable = set(losses_for(sweep.format_key))
+    assert set(sweep.losses) <= suitable and len(sweep.losses) >= 2
+    space = DefineByRunSpace(sweep.losses, [], sweep.search.space)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    offered = set()
+    for _ in range(60):
+        trial = study.ask()
+        space(trial)
+        offered.add(trial.params["loss"])
+        # Only the chosen loss's own parameters are sampled (a conditional space).
+        assert all(not name.startswith(tuple(f"{other}." for other in sweep.losses if other != trial.params["loss"])) for name in trial.params)
+        study.tell(trial, random.random())
+    assert offered == set(sweep.losses)
+
+
+def test_a_trial_config_fills_in_the_loss_its_parameters_and_the_common_keys(tmp_path, tiny_model_path, data):
+    path = _sweep_file(tmp_path, tiny_model_path, data["triplets"], data["scores"], {"losses": ["MultipleNegativesRankingLoss", "TripletLoss"], "modifiers": [None, {"name": "MatryoshkaLoss", "params": {"matryoshka_dims": [32, 16]}}]})
+    sweep = prepare_sweep(load_config(path))
+    assert parameter_names(sweep) == ["loss", "MultipleNegativesRankingLoss.scale", "TripletLoss.triplet_margin", "modifier"]
+    base = sweep.config.to_dict()
+    params = {"loss": "TripletLoss", "TripletLoss.triplet_margin": 2.5, "modifier": "MatryoshkaLoss", "training.learning_rate": 3e-4}
+    config = trial_config(base, params, {}, sweep.search.modifiers, str(tmp_path / "t1"))
+    assert config.loss.name == "TripletLoss" and config.loss.params == {"triplet_margin": 2.5}
+    assert [modifier.name for modifier in config.loss.modifiers] == ["MatryoshkaLoss"]
+    assert config.training.learning_rate == 3e-4 and config.output_dir == str(tmp_path / "t1") and config.search is None
+
+
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"losses": ["MultipleNegativesRankingLoss"]}, "search.losses: MultipleNegativesRankingLoss does not suit this data"),
+        ({"losses": [{"name": "CoSENTLoss", "space": {"margin": {"uniform": [0.1, 1.0]}}}]}, "CoSENTLoss has no parameter 'margin': its parameters are scale"),
+        ({"space": {"training.learning_rate": {"loguniform": [1e-3, 1e-5]}}}, "the range [0.001, 1e-05] is empty or inverted"),
+        ({"space": {"training.warmup_ratio": {"uniform": [0.1, 0.1]}}}, "is empty or inverted"),
+        ({"space": {"training.batch_size": {"choice": []}}}, "choice needs a non-empty list"),
+        ({"space": {"training.learnig_rate": {"loguniform": [1e-5, 1e-3]}}}, "did you mean 'learning_rate'"),
+        ({"num_samples": 0}, "search.num_samples must be at least 1, got 0"),
+        ({"scheduler": "hyperband"}, "search.scheduler 'hyperband' is unknown"),
+        ({"points_to_evaluate": [{"training.epochs": 2}]}, "not in the search space"),
+    ],
+)
+def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_model_path, data, capsys, search, message):
+    ray = pytest.importorskip("ray")
+    path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], search)
+    assert main(["sweep", str(path)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0], error
+    assert not ray.is_initialized() and not (tmp_path / "sweep").exists()
+
+
+def test_train_refuses_a_sweep_config(tmp_path, tiny_model_path, data, capsys):
+    path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"losses": "auto"})
+    assert main(["train", str(path)]) == 2
+    assert "is a sweep config" in capsys.readouterr().err
