@@ -17,8 +17,8 @@ import copy
 import csv
 import dataclasses
 import inspect
+import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from embedlab.losses import CATALOGUE, MODIFIERS, check_format, get_loss_class
 
 RANGE_KINDS = ("loguniform", "uniform", "int")
 NO_MODIFIER = "none"
-TRIAL_METRICS = ("trial_id", "loss", "step", "training_iteration")  # reported next to the evaluator metrics
+TRIAL_METRICS = ("trial_id", "loss_name", "step", "training_iteration")  # reported next to the evaluator metrics
 
 
 # --- checking a sweep config ----------------------------------------------------------------------
@@ -256,13 +256,20 @@ class TuneReport:
 
 
 def train_trial(params: dict, base: dict, loss_params: dict, modifiers: list, workers: int, use_gpu: bool, cpus_per_worker: int) -> None:
-    """Tune's trial function: one training run with the trial's loss and hyperparameters."""
+    """Tune's trial function: one training run with the trial's loss and hyperparameters.
+
+    A finished trial leaves `trial_result.json`: if the sweep is resumed before Tune recorded the trial
+    as finished, the trial reports that result again instead of training again."""
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
-    output_dir = str(Path(base["output_dir"]) / "trials" / trial_id)
-    config = trial_config(base, params, loss_params, modifiers, output_dir)
-    extra = {"trial_id": trial_id, "loss": params["loss"]}
+    output_dir = Path(base["output_dir"]) / "trials" / trial_id
+    finished = output_dir / "trial_result.json"
+    if finished.exists():
+        tune.report(json.loads(finished.read_text()))
+        return
+    config = trial_config(base, params, loss_params, modifiers, str(output_dir))
+    extra = {"trial_id": trial_id, "loss_name": params["loss"]}  # "loss" is the training loss's value
     if workers > 1:
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -272,7 +279,9 @@ def train_trial(params: dict, base: dict, loss_params: dict, modifiers: list, wo
         results = train_on_ray(run.prepare(config, device="cpu"), evaluate_before=False, callbacks=[TuneReportCallback()])
     else:
         results = run.train(run.prepare(config), callbacks=[TuneReport(extra)], evaluate_before=False)
-    tune.report({**results["final"], **results["after"], **extra, "step": results["step"]})
+    final = {**results["final"], **results["after"], **extra, "step": results["step"]}
+    finished.write_text(json.dumps(final))
+    tune.report(final)
 
 
 # --- the sweep --------------------------------------------------------------------------------------
@@ -288,7 +297,6 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None):
     from embedlab.ray_train import connect, with_absolute_paths
 
     search = sweep.search
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard / CSV files per trial
     connect(address)
     cpus_per_worker = search.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // (search.max_concurrent * search.workers_per_trial))
     base = with_absolute_paths(dataclasses.replace(sweep.config, search=None)).to_dict()
@@ -347,7 +355,7 @@ def summarize(sweep: Sweep, results) -> dict:
         metrics = result.metrics or {}
         if sweep.metric not in metrics:
             continue  # a trial that failed before its first evaluation
-        rows.append({"trial_id": metrics["trial_id"], "loss": metrics["loss"], "step": metrics.get("step"), **_params(result.config), **_scores(metrics)})
+        rows.append({"trial_id": metrics["trial_id"], "loss": metrics["loss_name"], "step": metrics.get("step"), **_params(result.config), **_scores(metrics)})
     if not rows:
         raise EmbedlabError(f"no trial reported {sweep.metric}: see the trial errors above")
     sign = 1 if sweep.mode == "max" else -1
@@ -369,7 +377,11 @@ def _params(config: dict) -> dict:
 
 
 def _scores(metrics: dict) -> dict:
-    return {key: value for key, value in metrics.items() if isinstance(value, float) and not math.isnan(value) and key not in TRIAL_METRICS and not key.startswith(("time_", "timestamp"))}
+    return {
+        key: value
+        for key, value in metrics.items()
+        if isinstance(value, float) and not math.isnan(value) and key not in TRIAL_METRICS and key != "loss" and not key.startswith(("time_", "timestamp"))
+    }
 
 
 def print_summary(sweep: Sweep, summary: dict) -> None:
