@@ -5,7 +5,7 @@ import random
 import optuna
 import pytest
 
-from conftest import sentence, write_config, write_jsonl
+from conftest import REPO, sentence, write_config, write_jsonl
 from embedlab.cli import main
 from embedlab.config import load_config
 from embedlab.formats import losses_for
@@ -82,3 +82,11 @@ def test_train_refuses_a_sweep_config(tmp_path, tiny_model_path, data, capsys):
     path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"losses": "auto"})
     assert main(["train", str(path)]) == 2
     assert "is a sweep config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments" / "sweeps").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_shipped_sweep_passes_its_checks_on_its_data(path, tiny_model_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the sweeps' data paths are relative to the repository
+    sweep = prepare_sweep(load_config(path, [f"model.name={tiny_model_path}"]))
+    assert sweep.losses and set(sweep.losses) <= set(losses_for(sweep.format_key))
+    assert sweep.metric.startswith(sweep.config.evaluators[0].name)
