@@ -57,8 +57,7 @@ def cmd_sweep(args) -> None:
     sweeps.write_resolved(sweep)
     space = ", ".join(sweeps.parameter_names(sweep))
     print(f"Sweep '{sweep.name}': {sweep.config.search.num_samples} trials over {', '.join(sweep.losses)} ({sweep.format_key} data); space: {space}")
-    results = sweeps.run_sweep(sweep, resume=args.resume)
-    sweeps.print_summary(sweep, sweeps.summarize(sweep, results))
+    sweeps.print_summary(sweep, sweeps.run_sweep(sweep, resume=args.resume))
 
 
 def cmd_formats(args) -> None:

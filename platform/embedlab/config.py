@@ -99,6 +99,17 @@ class DistributedConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """MLflow tracking; `tracking: optional` is short for `tracking: {mode: optional}`."""
+
+    # required: an unreachable tracking server stops the run before it starts; optional: warn and record
+    # locally instead; off: no MLflow
+    mode: str = "required"
+    uri: str | None = None  # an MLflow server (http://host:5000) or store; default: MLFLOW_TRACKING_URI, else <output_dir>/mlflow.db
+    experiment: str | None = None  # default: the output folder's name
+
+
+@dataclass
 class EvaluatorConfig:
     data: DataSource
     name: str = ""
@@ -150,6 +161,7 @@ class Config:
     test_evaluators: list[EvaluatorConfig] = field(default_factory=list)  # run before and after training
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     search: SearchConfig | None = None  # a sweep config: `embedlab sweep`
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "runs/default"
 
     def to_dict(self) -> dict:
@@ -160,7 +172,7 @@ class Config:
         return _build(cls, raw, "")
 
 
-SHORTHANDS = {DataSource: "path", LossSearchConfig: "name", LossModifierConfig: "name"}  # a bare string fills this key
+SHORTHANDS = {DataSource: "path", LossSearchConfig: "name", LossModifierConfig: "name", TrackingConfig: "mode"}  # a bare string fills this key
 
 
 def _build(cls, raw, where: str):

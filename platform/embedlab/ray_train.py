@@ -19,24 +19,27 @@ from pathlib import Path
 import pyarrow.fs
 import yaml
 
-from embedlab import run
+from embedlab import run, tracking
 from embedlab.config import Config, DataSource, DistributedConfig
 from embedlab.errors import EmbedlabError
 from embedlab.model import EmbeddingModel
+from embedlab.model_card import write_model_card
 from embedlab.trainer import Trainer
 
 RESULT_FILES = ("model", "results.json", "eval")  # what the last checkpoint carries back to the driver
 
 
 # --- the driver ---------------------------------------------------------------------------------
-def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks=()) -> dict:
+def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks=(), tracking_parent: dict | None = None, run_name: str | None = None, run_key: str | None = None) -> dict:
     """`run.train()` on Ray Train workers; returns the same dict. `callbacks` are Ray Train callbacks
-    (e.g. Tune's TuneReportCallback, when a sweep's trial runs a TorchTrainer)."""
+    (e.g. Tune's TuneReportCallback, when a sweep's trial runs a TorchTrainer). The driver opens the
+    MLflow run and records params and artifacts; rank 0 records the metrics into it."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     config = prepared.config
     distributed = config.distributed
+    uri = tracking_parent["uri"] if tracking_parent else tracking.resolve_uri(config)
     storage_path = storage_location(config)
     connect(distributed.address)
     if distributed.check_resources:
@@ -46,23 +49,27 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    run_name = output_dir.resolve().name
+    ray_run_name = output_dir.resolve().name
     if not config.training.resume:
-        delete_run(storage_path, run_name)
+        delete_run(storage_path, ray_run_name)
     print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
-    print(f"Loss: {config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{run_name}")
-    before = run.evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
-
+    print(f"Loss: {config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}")
     scored_by = prepared.evaluators[0] if prepared.evaluators else None
+    primary = scored_by.primary_metric if scored_by else None
+    tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, run_key)
+    before = run.evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
+    if tracker is not None:
+        tracker.log_metrics(before, step=0)
+
     resources = {"CPU": distributed.cpus_per_worker, **({"GPU": 1} if distributed.use_gpu else {})}
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"config": with_absolute_paths(config).to_dict()},
+        train_loop_config={"config": with_absolute_paths(config).to_dict(), "tracking": tracker.location() if tracker else None},
         scaling_config=ray.train.ScalingConfig(
             num_workers=distributed.workers, use_gpu=distributed.use_gpu, resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
-            name=run_name,
+            name=ray_run_name,
             storage_path=storage_path,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=distributed.num_to_keep,
@@ -76,9 +83,11 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as error:
+        if tracker is not None:
+            tracker.finish("FAILED")
         raise EmbedlabError(
             f"training failed on the Ray workers after {distributed.max_failures} restart(s): {_first_line(error)}; "
-            f"rerun the same command to resume from the last checkpoint in {storage_path}/{run_name}"
+            f"rerun the same command to resume from the last checkpoint in {storage_path}/{ray_run_name}"
         ) from None
     with result.checkpoint.as_directory() as folder:
         for name in RESULT_FILES:
@@ -90,7 +99,10 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     final = {key: value for key, value in result.metrics.items() if key != "step"}
     model = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
     after = run.evaluate_all(prepared.test_evaluators, model, output_dir / "eval", steps=result.metrics["step"])
-    return {"before": before, "after": after, "final": final, "step": result.metrics["step"], "output_dir": str(output_dir)}
+    results = {"before": before, "after": after, "final": final, "step": result.metrics["step"], "output_dir": str(output_dir)}
+    write_model_card(output_dir / "model", config, prepared.loss, prepared.detected.describe(), results)
+    tracking.finish_run(tracker, output_dir, after, result.metrics["step"])
+    return results
 
 
 def storage_location(config: Config) -> str:
@@ -199,6 +211,9 @@ def train_fn_per_worker(loop_config: dict) -> None:
     # Ray Train checkpoints replace the trainer's own: one at each evaluation (every eval_steps, else
     # every save_steps) and one at the end; a restarted worker group resumes from the last one.
     args = dataclasses.replace(config.training, eval_steps=config.training.eval_steps or config.training.save_steps, save_steps=None)
+    callbacks = [RayTrainReport()]
+    if rank == 0 and loop_config.get("tracking"):  # only rank 0 records, into the driver's MLflow run
+        callbacks.append(tracking.TrackingCallback(tracking.Tracker.at(loop_config["tracking"])))
     workdir = Path(tempfile.mkdtemp(prefix=f"embedlab-rank{rank}-"))
     try:
         trainer = Trainer(
@@ -208,7 +223,7 @@ def train_fn_per_worker(loop_config: dict) -> None:
             args,
             workdir,
             evaluators=prepared.evaluators,
-            callbacks=[RayTrainReport()],
+            callbacks=callbacks,
             rank=rank,
             world_size=world_size,
         )

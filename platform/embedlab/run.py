@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from embedlab import tracking
 from embedlab.config import Config
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
@@ -17,6 +18,7 @@ from embedlab.evaluation import build_evaluator
 from embedlab.formats import DetectedFormat
 from embedlab.losses import build_loss, check_format, get_loss_class
 from embedlab.model import EmbeddingModel, resolve_model_path
+from embedlab.model_card import write_model_card
 from embedlab.trainer import Trainer, set_seed
 
 
@@ -68,16 +70,24 @@ def evaluate_all(evaluators: list, model, output_path: Path | None = None, steps
     return metrics
 
 
-def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True) -> dict:
+def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracking_parent: dict | None = None, run_name: str | None = None, run_key: str | None = None) -> dict:
     """Trains; returns {"before": test metrics, "after": test metrics, "final": dev metrics, "step", "output_dir"}.
-    `evaluate_before=False` skips the test evaluators on the untrained model (a sweep's trials)."""
+    `evaluate_before=False` skips the test evaluators on the untrained model (a sweep's trials);
+    `tracking_parent` (a sweep's parent run) nests this run's MLflow run under it."""
     config = prepared.config
+    uri = tracking_parent["uri"] if tracking_parent else tracking.resolve_uri(config)  # an unreachable server stops us here
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
     print(f"Loss: {config.loss.name} {getattr(prepared.loss, 'get_config_dict', dict)()}")
+    primary = prepared.evaluators[0].primary_metric if prepared.evaluators else None
+    tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, run_key)
+    if tracker is not None:
+        callbacks = [*callbacks, tracking.TrackingCallback(tracker)]
     before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
+    if tracker is not None:
+        tracker.log_metrics(before, step=0)
     trainer = Trainer(
         prepared.loss,
         prepared.dataset,
@@ -89,4 +99,7 @@ def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True) -> dic
     )
     final = trainer.train()
     after = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=trainer.global_step)
-    return {"before": before, "after": after, "final": final, "step": trainer.global_step, "output_dir": str(output_dir)}
+    results = {"before": before, "after": after, "final": final, "step": trainer.global_step, "output_dir": str(output_dir)}
+    write_model_card(output_dir / "model", config, prepared.loss, prepared.detected.describe(), results)
+    tracking.finish_run(tracker, output_dir, after, trainer.global_step)
+    return results

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from embedlab import run
+from embedlab import run, tracking
 from embedlab.config import Config, LossModifierConfig, SearchConfig
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
@@ -47,6 +47,7 @@ class Sweep:
     losses: dict[str, dict]  # loss name -> {"params": fixed params, "space": parameter -> range}
     metric: str
     mode: str
+    tracking_uri: str | None  # MLflow, checked before Ray starts; None: tracking off
 
     @property
     def output_dir(self) -> Path:
@@ -90,7 +91,7 @@ def prepare_sweep(config: Config) -> Sweep:
     mode = search.mode or ("max" if first.greater_is_better else "min")
     if mode not in ("max", "min"):
         raise EmbedlabError(f"search.mode must be max or min, got '{mode}'")
-    sweep = Sweep(config, search, format_key, losses, metric, mode)
+    sweep = Sweep(config, search, format_key, losses, metric, mode, tracking.resolve_uri(config))
     names = set(parameter_names(sweep))
     for index, point in enumerate(search.points_to_evaluate):
         unknown = [key for key in point if key not in names]
@@ -255,7 +256,9 @@ class TuneReport:
             tune.report({**metrics, **self.extra, "step": step})
 
 
-def train_trial(params: dict, base: dict, loss_params: dict, modifiers: list, workers: int, use_gpu: bool, cpus_per_worker: int) -> None:
+def train_trial(
+    params: dict, base: dict, loss_params: dict, modifiers: list, workers: int, use_gpu: bool, cpus_per_worker: int, parent: dict | None
+) -> None:
     """Tune's trial function: one training run with the trial's loss and hyperparameters.
 
     A finished trial leaves `trial_result.json`: if the sweep is resumed before Tune recorded the trial
@@ -270,29 +273,27 @@ def train_trial(params: dict, base: dict, loss_params: dict, modifiers: list, wo
         return
     config = trial_config(base, params, loss_params, modifiers, str(output_dir))
     extra = {"trial_id": trial_id, "loss_name": params["loss"]}  # "loss" is the training loss's value
+    # The trial's MLflow run is nested in the sweep's and found again by its key on --resume.
+    tracked = {"tracking_parent": parent, "run_name": f"{params['loss']}-{trial_id}", "run_key": f"{parent['key']}/{trial_id}"} if parent else {}
     if workers > 1:
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from embedlab.ray_train import train_on_ray
 
         config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker, check_resources=False)
-        results = train_on_ray(run.prepare(config, device="cpu"), evaluate_before=False, callbacks=[TuneReportCallback()])
+        results = train_on_ray(run.prepare(config, device="cpu"), evaluate_before=False, callbacks=[TuneReportCallback()], **tracked)
     else:
-        results = run.train(run.prepare(config), callbacks=[TuneReport(extra)], evaluate_before=False)
+        results = run.train(run.prepare(config), callbacks=[TuneReport(extra)], evaluate_before=False, **tracked)
     final = {**results["final"], **results["after"], **extra, "step": results["step"]}
     finished.write_text(json.dumps(final))
     tune.report(final)
 
 
 # --- the sweep --------------------------------------------------------------------------------------
-def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None):
-    """Runs (or resumes) the sweep; returns Tune's ResultGrid."""
+def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) -> dict:
+    """Runs (or resumes) the sweep; returns `summarize()`'s summary, also recorded in the sweep's MLflow run."""
     import ray
-    from optuna.samplers import TPESampler
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from embedlab.ray_train import connect, with_absolute_paths
 
@@ -302,6 +303,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None):
     base = with_absolute_paths(dataclasses.replace(sweep.config, search=None)).to_dict()
     loss_params = {name: entry["params"] for name, entry in sweep.losses.items()}
     modifiers = list(search.modifiers)
+    parent = open_sweep_run(sweep)
     trainable = tune.with_parameters(
         train_trial,
         base=base,
@@ -310,6 +312,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None):
         workers=search.workers_per_trial,
         use_gpu=search.use_gpu,
         cpus_per_worker=cpus_per_worker,
+        parent=parent.location() | {"key": parent.key, "sweep": sweep.name} if parent else None,
     )
     if search.workers_per_trial > 1:  # the trial only drives a TorchTrainer: its workers hold the resources
         trainable = tune.with_resources(trainable, {"CPU": 0})
@@ -321,7 +324,23 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None):
         if not tune.Tuner.can_restore(str(experiment)):
             raise EmbedlabError(f"nothing to resume in {experiment}: run the sweep without --resume first")
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
-        return tuner.fit()
+    else:
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(sweep), run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=1))
+    summary = summarize(sweep, tuner.fit())
+    if parent is not None:
+        log_sweep_summary(parent, sweep, summary)
+    return summary
+
+
+def _tune_config(sweep: Sweep):
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = sweep.search
+    modifiers = list(search.modifiers)
     searcher = OptunaSearch(
         space=DefineByRunSpace(sweep.losses, [modifier_label(option) for option in modifiers], dict(search.space)),
         metric=sweep.metric,
@@ -334,18 +353,73 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None):
         if search.scheduler == "asha"
         else FIFOScheduler()
     )
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            metric=sweep.metric,
-            mode=sweep.mode,
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent),
-            scheduler=scheduler,
-            num_samples=search.num_samples,
-        ),
-        run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=1),
+    return tune.TuneConfig(
+        metric=sweep.metric,
+        mode=sweep.mode,
+        search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent),
+        scheduler=scheduler,
+        num_samples=search.num_samples,
     )
-    return tuner.fit()
+
+
+def open_sweep_run(sweep: Sweep):
+    """The sweep's parent MLflow run (reopened on --resume); None when tracking is off."""
+    if sweep.tracking_uri is None:
+        return None
+    tags = {"sweep": sweep.name, "data_format": sweep.format_key, tracking.PRIMARY_METRIC_TAG: sweep.metric}
+    experiment = sweep.config.tracking.experiment or sweep.name
+    key = f"{sweep.output_dir}#sweep"
+    parent = tracking.Tracker.open(sweep.tracking_uri, experiment, key, f"sweep-{sweep.name}", tags, sweep.output_dir)
+    if not parent.reused:
+        search = {f"search.{name}": value for name, value in tracking.flatten(dataclasses.asdict(sweep.search)).items()}
+        parent.log_params({**search, "searched_losses": ", ".join(sweep.losses), "model_name": sweep.config.model.name, "data_format": sweep.format_key})
+    return parent
+
+
+def log_sweep_summary(parent, sweep: Sweep, summary: dict) -> None:
+    """The parent run gets trials.csv, two plots, and the best trial's metric."""
+    parent.log_metrics({f"best_{sweep.metric}": summary["best"][sweep.metric]}, step=len(summary["trials"]))
+    parent.log_tags({"best_trial": summary["best"]["trial_id"], "best_loss": summary["best"]["loss"], "best_model": summary["best_model"]})
+    parent.log_artifact(sweep.output_dir / "trials.csv")
+    for plot in write_plots(sweep, summary):
+        parent.log_artifact(plot, "plots")
+    parent.finish()
+
+
+def write_plots(sweep: Sweep, summary: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    folder = sweep.output_dir / "plots"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    losses = list(summary["best_per_loss"])
+    figure, axes = plt.subplots(figsize=(7, 0.5 + 0.5 * len(losses)))
+    axes.barh(losses, [summary["best_per_loss"][loss][sweep.metric] for loss in losses], color="tab:blue")
+    axes.set_xlabel(sweep.metric)
+    axes.set_title(f"{sweep.name}: best trial per loss")
+    figure.tight_layout()
+    paths.append(folder / "best_per_loss.png")
+    figure.savefig(paths[-1], dpi=120)
+    plt.close(figure)
+    rate = "training.learning_rate"
+    if any(rate in row for row in summary["trials"]):
+        figure, axes = plt.subplots(figsize=(7, 4))
+        for loss in losses:
+            rows = [row for row in summary["trials"] if row["loss"] == loss and rate in row]
+            axes.scatter([row[rate] for row in rows], [row[sweep.metric] for row in rows], label=loss)
+        axes.set_xscale("log")
+        axes.set_xlabel("learning rate")
+        axes.set_ylabel(sweep.metric)
+        axes.legend(fontsize=8)
+        axes.set_title(f"{sweep.name}: {sweep.metric} against learning rate")
+        figure.tight_layout()
+        paths.append(folder / "metric_vs_learning_rate.png")
+        figure.savefig(paths[-1], dpi=120)
+        plt.close(figure)
+    return paths
 
 
 def summarize(sweep: Sweep, results) -> dict:
@@ -355,7 +429,16 @@ def summarize(sweep: Sweep, results) -> dict:
         metrics = result.metrics or {}
         if sweep.metric not in metrics:
             continue  # a trial that failed before its first evaluation
-        rows.append({"trial_id": metrics["trial_id"], "loss": metrics["loss_name"], "step": metrics.get("step"), **_params(result.config), **_scores(metrics)})
+        rows.append(
+            {
+                "trial_id": metrics["trial_id"],
+                "loss": metrics["loss_name"],
+                "step": metrics.get("step"),
+                "trial_seconds": metrics.get("time_total_s"),  # trial function start to its last report
+                **_params(result.config),
+                **_scores(metrics),
+            }
+        )
     if not rows:
         raise EmbedlabError(f"no trial reported {sweep.metric}: see the trial errors above")
     sign = 1 if sweep.mode == "max" else -1
