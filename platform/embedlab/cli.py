@@ -1,4 +1,4 @@
-"""The `embedlab` command: train | sweep | evaluate | formats | losses.
+"""The `embedlab` command: train | sweep | compare | evaluate | formats | losses.
 
 User mistakes (EmbedlabError) print one line and exit with code 2, never a traceback.
 """
@@ -58,6 +58,26 @@ def cmd_sweep(args) -> None:
     space = ", ".join(sweeps.parameter_names(sweep))
     print(f"Sweep '{sweep.name}': {sweep.config.search.num_samples} trials over {', '.join(sweep.losses)} ({sweep.format_key} data); space: {space}")
     sweeps.print_summary(sweep, sweeps.run_sweep(sweep, resume=args.resume))
+
+
+def cmd_compare(args) -> None:
+    from embedlab.tracking import compare_runs
+
+    rows, metric = compare_runs(args.experiment, args.tracking_uri)
+    params = ["training.learning_rate", "training.batch_size", "training.max_steps"]
+    print(f"{'run':40s} {'loss':40s} {'lr':>9s} {'batch':>5s} {'steps':>6s} {metric:>30s}  status")
+    for row in rows:
+        value = row["metric"]
+        shown = f"{value:30.4f}" if value is not None else f"{'-':>30s}"
+        lr, batch, steps = (_short_number(row["params"].get(name, "-")) for name in params)
+        print(f"{row['name'][:40]:40s} {row['loss'][:40]:40s} {lr:>9s} {batch:>5s} {steps:>6s} {shown}  {row['status']}")
+
+
+def _short_number(text: str) -> str:
+    try:
+        return f"{float(text):.3g}"
+    except ValueError:
+        return text
 
 
 def cmd_formats(args) -> None:
@@ -130,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--smoke-test", action="store_true", help="2 trials of a few steps on a few rows")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
     sweep.set_defaults(handler=cmd_sweep)
+
+    compare = commands.add_parser("compare", help="the runs of an MLflow experiment, sorted by their primary metric")
+    compare.add_argument("experiment", help="an experiment name, or a run / sweep output folder with its local mlflow.db")
+    compare.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, or the folder's local store")
+    compare.set_defaults(handler=cmd_compare)
 
     formats = commands.add_parser("formats", help="detect a data file's format and the losses that suit it")
     formats.add_argument("path")

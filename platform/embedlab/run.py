@@ -84,7 +84,7 @@ def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracki
     primary = prepared.evaluators[0].primary_metric if prepared.evaluators else None
     tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, run_key)
     if tracker is not None:
-        callbacks = [*callbacks, tracking.TrackingCallback(tracker)]
+        callbacks = [tracking.TrackingCallback(tracker), *callbacks]  # recorded before Tune may stop the trial
     before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
     if tracker is not None:
         tracker.log_metrics(before, step=0)

@@ -384,6 +384,7 @@ def log_sweep_summary(parent, sweep: Sweep, summary: dict) -> None:
     for plot in write_plots(sweep, summary):
         parent.log_artifact(plot, "plots")
     parent.finish()
+    tracking.end_stopped_children(parent)  # trials ASHA stopped never finished their own runs
 
 
 def write_plots(sweep: Sweep, summary: dict) -> list[Path]:

@@ -286,3 +286,50 @@ def finish_run(tracker: Tracker | None, output_dir: Path, test_metrics: dict, st
     tracker.log_artifact(output_dir / "model", "model")
     tracker.log_artifact(output_dir / "model" / "README.md")
     tracker.finish()
+
+
+def end_stopped_children(parent: Tracker) -> None:
+    """Marks the parent's child runs still RUNNING (their trial was stopped early) as KILLED."""
+    try:
+        experiment = parent.client.get_experiment_by_name(parent.experiment)
+        children = parent.client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'RUNNING'")
+        for child in children:
+            parent.client.set_terminated(child.info.run_id, status="KILLED")
+    except Exception as error:  # bookkeeping only: the records are already there
+        warn(f"could not mark stopped trials' MLflow runs as KILLED: {first_line(error)}")
+
+
+# --- comparing runs ---------------------------------------------------------------------------------
+def compare_runs(experiment: str, uri: str | None = None) -> tuple[list[dict], str]:
+    """The runs of an experiment, best first by the primary metric the runs were tagged with."""
+    folder = Path(experiment)
+    if uri is None and (folder / "mlflow.db").exists():  # a run or sweep folder with its local store
+        uri, experiment = local_store(folder), folder.resolve().name
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        raise EmbedlabError(f"no MLflow store for '{experiment}': give a run or sweep folder, --tracking-uri, or set MLFLOW_TRACKING_URI")
+    client = _client(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception as error:
+        raise EmbedlabError(f"cannot read the MLflow store at {redact(uri)}: {first_line(error)}") from None
+    if found is None:
+        names = ", ".join(item.name for item in client.search_experiments(max_results=20))
+        raise EmbedlabError(f"no MLflow experiment '{experiment}' at {redact(uri)}: experiments there are {names or 'none'}")
+    runs = client.search_runs([found.experiment_id], max_results=5000)
+    metrics = [run.data.tags.get(PRIMARY_METRIC_TAG) for run in runs]
+    metric = next((name for name in metrics if name), None)
+    if metric is None:
+        raise EmbedlabError(f"the runs of '{experiment}' have no evaluator metric to compare")
+    rows = [
+        {
+            "name": run.info.run_name,
+            "loss": run.data.tags.get("loss", "-") if "sweep" not in run.info.run_name else "(sweep)",
+            "params": run.data.params,
+            "metric": run.data.metrics.get(metric, run.data.metrics.get(f"best_{metric}")),
+            "status": run.info.status,
+        }
+        for run in runs
+    ]
+    rows.sort(key=lambda row: (row["metric"] is None, -(row["metric"] or 0.0)))  # every evaluator's primary metric: greater is better
+    return rows, metric
