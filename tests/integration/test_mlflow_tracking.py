@@ -2,6 +2,7 @@
 root): a train run, a sweep's parent and nested trial runs, and a server that dies mid-run."""
 
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -128,6 +129,15 @@ def test_a_sweep_makes_a_parent_run_with_one_nested_run_per_trial(server, tmp_pa
         artifact.path for artifact in client.list_artifacts(parent.info.run_id, "plots")
     }
     assert {"trials.csv", "plots/best_per_loss.png", "plots/metric_vs_learning_rate.png"} <= artifacts
+
+    # The MLflow UI's comparison page of the trials, rendered in headless Chromium, shows the metric.
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed: the UI screenshot check needs it (apt-get install chromium)")
+    screenshot = tmp_path / "compare.png"
+    command = [sys.executable, "bench/mlflow_ui_screenshot.py", "sweep", "--tracking-uri", server.uri, "--output", str(screenshot), "--smoke-test"]
+    shot = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert shot.returncode == 0, shot.stdout + shot.stderr[-2000:]
+    assert "shows dev_spearman_cosine" in shot.stdout and screenshot.stat().st_size > 10_000
 
 
 class StopServerAt:
