@@ -72,12 +72,11 @@ def prepare_sweep(config: Config) -> Sweep:
     _, detected = load_with_format(config.data.train)
     losses = _resolve_losses(search, detected)
     # The model and evaluators load here once too, with the first candidate loss, so their errors come now.
-    first = next(iter(losses))
+    first_loss = next(iter(losses))
     prepared = run.prepare(
-        dataclasses.replace(config, search=None, loss=dataclasses.replace(config.loss, name=first, params=losses[first]["params"])),
+        dataclasses.replace(config, search=None, loss=dataclasses.replace(config.loss, name=first_loss, params=losses[first_loss]["params"])),
         device="cpu",
     )
-    format_key = detected.format.key
     for option in search.modifiers:
         if option is not None and option.name not in MODIFIERS:
             raise EmbedlabError(f"search.modifiers: unknown loss modifier '{option.name}': choose from {', '.join(MODIFIERS)}")
@@ -86,12 +85,12 @@ def prepare_sweep(config: Config) -> Sweep:
         _check_config_key(config, key, _example_value(spec))
     if not prepared.evaluators:
         raise EmbedlabError("a sweep compares trials by an evaluator: add one under `evaluators`")
-    first = prepared.evaluators[0]
-    metric = search.metric or first.primary_metric
-    mode = search.mode or ("max" if first.greater_is_better else "min")
+    scored_by = prepared.evaluators[0]
+    metric = search.metric or scored_by.primary_metric
+    mode = search.mode or ("max" if scored_by.greater_is_better else "min")
     if mode not in ("max", "min"):
         raise EmbedlabError(f"search.mode must be max or min, got '{mode}'")
-    sweep = Sweep(config, search, format_key, losses, metric, mode, tracking.resolve_uri(config))
+    sweep = Sweep(config, search, detected.format.key, losses, metric, mode, tracking.resolve_uri(config))
     names = set(parameter_names(sweep))
     for index, point in enumerate(search.points_to_evaluate):
         unknown = [key for key in point if key not in names]
@@ -159,7 +158,8 @@ def _check_range(where: str, spec) -> None:
 
 
 def _example_value(spec: dict):
-    ((kind, values),) = spec.items()
+    """A value the range holds: its low end, or its first choice."""
+    ((_, values),) = spec.items()
     return values[0]
 
 

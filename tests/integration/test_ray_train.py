@@ -61,10 +61,17 @@ def _without_timings(metrics):
     return {name: value for name, value in metrics.items() if name not in ("train_seconds", "train_samples_per_second")}
 
 
-def test_a_killed_worker_restarts_from_the_last_checkpoint_and_ends_as_an_uninterrupted_run(ray_cluster, tmp_path, tiny_model_path, data):
-    never = str(tmp_path / "never-crash")
-    (tmp_path / "never-crash").write_text("the marker exists: no crash")
-    uninterrupted = _train(_config(tmp_path, tiny_model_path, data, "uninterrupted", {"crash_at": 6, "marker": never}))
+@pytest.fixture(scope="module")
+def uninterrupted(ray_cluster, tmp_path_factory, tiny_model_path, data):
+    """The reference: the same run, never interrupted (its marker exists, so it never crashes)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    (folder / "never-crash").write_text("the marker exists: no crash")
+    results = _train(_config(folder, tiny_model_path, data, "uninterrupted", {"crash_at": 6, "marker": str(folder / "never-crash")}))
+    return results, folder / "uninterrupted"
+
+
+def test_a_killed_worker_restarts_from_the_last_checkpoint_and_ends_as_an_uninterrupted_run(ray_cluster, tmp_path, tiny_model_path, data, uninterrupted):
+    uninterrupted, uninterrupted_dir = uninterrupted
 
     marker, calls = tmp_path / "crashed", tmp_path / "calls.txt"
     params = {"crash_at": 6, "marker": str(marker), "calls_file": str(calls)}
@@ -72,14 +79,12 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_and_ends_as_an_uninte
     assert marker.exists(), "the worker was never killed"
     assert calls.read_text().split().count("0") == 6 + (12 - 4)  # rank 0: 6 steps, then 8 from the step-4 checkpoint
     assert _without_timings(interrupted["final"]) == pytest.approx(_without_timings(uninterrupted["final"]), rel=1e-6, abs=1e-7)
-    assert _final_metrics(tmp_path / "interrupted") == pytest.approx(_final_metrics(tmp_path / "uninterrupted"), rel=1e-6, abs=1e-7)
+    assert _final_metrics(tmp_path / "interrupted") == pytest.approx(_final_metrics(uninterrupted_dir), rel=1e-6, abs=1e-7)
     assert (tmp_path / "interrupted" / "model" / "modules.json").exists()
 
 
-def test_running_a_failed_run_again_resumes_it(ray_cluster, tmp_path, tiny_model_path, data, capsys):
-    never = tmp_path / "never-crash"
-    never.write_text("no crash")
-    reference = _train(_config(tmp_path, tiny_model_path, data, "reference", {"crash_at": 6, "marker": str(never)}))
+def test_running_a_failed_run_again_resumes_it(ray_cluster, tmp_path, tiny_model_path, data, uninterrupted, capsys):
+    reference, _ = uninterrupted
 
     marker, calls = tmp_path / "crashed", tmp_path / "calls.txt"
     params = {"crash_at": 6, "marker": str(marker), "calls_file": str(calls)}
