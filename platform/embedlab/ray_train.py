@@ -11,6 +11,7 @@ an interrupted run. The last checkpoint also holds the model folder, which the d
 
 import copy
 import dataclasses
+import os
 import shutil
 import tempfile
 import uuid
@@ -150,6 +151,10 @@ def connect(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    if address is None and "RAY_ADDRESS" not in os.environ:
+        # A local cluster of our own: its workers are the training, so they run at normal priority
+        # (Ray's default nice 15 lets Ray's own processes take CPU from them on small machines).
+        os.environ.setdefault("RAY_worker_niceness", "0")
     try:
         ray.init(address=address, logging_level="WARNING", log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as error:

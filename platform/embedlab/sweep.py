@@ -314,8 +314,10 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
         cpus_per_worker=cpus_per_worker,
         parent=parent.location() | {"key": parent.key, "sweep": sweep.name} if parent else None,
     )
-    if search.workers_per_trial > 1:  # the trial only drives a TorchTrainer: its workers hold the resources
-        trainable = tune.with_resources(trainable, {"CPU": 0})
+    if search.workers_per_trial > 1:
+        # The trial only drives a TorchTrainer whose workers hold the CPUs; Tune needs some resource in a
+        # trial's bundle, so it reserves a token 1 MiB of memory and no CPU.
+        trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 2**20})
     else:
         trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": int(search.use_gpu)})
     storage = str(sweep.output_dir)
