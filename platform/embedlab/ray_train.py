@@ -91,12 +91,7 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
             f"rerun the same command to resume from the last checkpoint in {storage_path}/{ray_run_name}"
         ) from None
     with result.checkpoint.as_directory() as folder:
-        for name in RESULT_FILES:
-            source, target = Path(folder) / name, output_dir / name
-            if source.is_dir():
-                shutil.copytree(source, target, dirs_exist_ok=True)
-            elif source.exists():
-                shutil.copy(source, target)
+        copy_files(RESULT_FILES, Path(folder), output_dir)
     final = {key: value for key, value in result.metrics.items() if key != "step"}
     model = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
     after = run.evaluate_all(prepared.test_evaluators, model, output_dir / "eval", steps=result.metrics["step"])
@@ -104,6 +99,15 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     write_model_card(output_dir / "model", config, prepared.loss, prepared.detected.describe(), results)
     tracking.finish_run(tracker, output_dir, after, result.metrics["step"])
     return results
+
+
+def copy_files(names, source: Path, target: Path) -> None:
+    """Copies the named files and folders that exist in `source` into `target`."""
+    for name in names:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target / name, dirs_exist_ok=True)
+        elif (source / name).exists():
+            shutil.copy(source / name, target / name)
 
 
 def storage_location(config: Config) -> str:
@@ -257,12 +261,8 @@ class RayTrainReport:
         import ray.train
 
         folder = trainer.save_checkpoint()  # every rank: its RNG state; rank 0 also weights and optimizer
-        for name in extra_files if trainer.is_main else ():
-            source = trainer.output_dir / name
-            if source.is_dir():
-                shutil.copytree(source, folder / name, dirs_exist_ok=True)
-            elif source.exists():
-                shutil.copy(source, folder / name)
+        if trainer.is_main:
+            copy_files(extra_files, trainer.output_dir, folder)
         # The same folder name on every rank: Ray Train merges the workers' files into one checkpoint.
         ray.train.report(
             {**metrics, "step": step},
