@@ -4,6 +4,7 @@ Everything is a `datasets.Dataset` once loaded: files are read with pyarrow (no 
 saved `datasets` folders with `load_from_disk`, and anything else is tried as a hub data set name.
 """
 
+import hashlib
 from pathlib import Path
 
 import datasets
@@ -32,13 +33,20 @@ def _read_file(path: Path) -> pa.Table:
     return pa.parquet.read_table(path)
 
 
+def _file_fingerprint(path: Path) -> str:
+    """Names the file's version. Without it `datasets` hashes the whole table by pickling it, which is
+    slow on large files and, inside Ray workers, prints dill's bytecode dumps into the job's log."""
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
 def _load_raw(source: DataSource) -> datasets.Dataset:
     path = Path(source.path).expanduser()
     if path.is_file():
         if path.suffix.lower() not in FILE_SUFFIXES:
             raise EmbedlabError(f"data file '{path}' has an unknown type: use {', '.join(FILE_SUFFIXES)}")
         try:
-            return datasets.Dataset(_read_file(path))
+            return datasets.Dataset(_read_file(path), fingerprint=_file_fingerprint(path))
         except (pa.ArrowInvalid, OSError) as error:
             raise EmbedlabError(f"data file '{path}' could not be read: {str(error).splitlines()[0]}") from None
     if path.is_dir():
