@@ -175,9 +175,20 @@ class Config:
 SHORTHANDS = {DataSource: "path", LossSearchConfig: "name", LossModifierConfig: "name", TrackingConfig: "mode"}  # a bare string fills this key
 
 
+def _tracking_off(raw):
+    """`tracking: off` and `mode: off` as written: YAML 1.1 reads the bare word off as false."""
+    if raw is False:
+        return {"mode": "off"}
+    if isinstance(raw, dict) and raw.get("mode") is False:
+        return {**raw, "mode": "off"}
+    return raw
+
+
 def _build(cls, raw, where: str):
     """Builds dataclass `cls` from plain YAML data, checking keys and types on the way."""
     if dataclasses.is_dataclass(cls):
+        if cls is TrackingConfig:
+            raw = _tracking_off(raw)
         if isinstance(raw, str) and cls in SHORTHANDS:  # e.g. `train: data.csv` for `train: {path: data.csv}`
             raw = {SHORTHANDS[cls]: raw}
         if not isinstance(raw, dict):

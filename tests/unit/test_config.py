@@ -48,6 +48,15 @@ def test_types_and_required_keys_are_checked(tmp_path):
         load_config(_write(tmp_path, "data: [unclosed\n"))
 
 
+def test_tracking_off_as_written_in_yaml_and_on_the_command_line(tmp_path):
+    path = _write(tmp_path, "data: {train: d.csv}\ntracking: off\n")  # YAML reads the bare word off as false
+    assert load_config(path).tracking.mode == "off"
+    assert load_config(path, ["tracking={mode: off, experiment: e}"]).tracking.mode == "off"
+    assert load_config(path, ["tracking=optional"]).tracking.mode == "optional"
+    with pytest.raises(EmbedlabError, match="'tracking' must be a mapping, got bool"):
+        load_config(path, ["tracking=true"])
+
+
 def test_overrides(tmp_path):
     path = _write(tmp_path, "data: {train: d.csv}\nevaluators:\n  - {name: dev, data: dev.csv}\n")
     config = load_config(path, ["training.batch_size=32", "loss.params.scale=5.5", "data.train.limit=10", "evaluators.0.name=sts", "output_dir=/tmp/x"])
