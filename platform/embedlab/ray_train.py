@@ -18,13 +18,11 @@ import uuid
 from pathlib import Path
 
 import pyarrow.fs
-import yaml
 
 from embedlab import run, tracking
 from embedlab.config import Config, DataSource, DistributedConfig
 from embedlab.errors import EmbedlabError
 from embedlab.model import EmbeddingModel
-from embedlab.model_card import write_model_card
 from embedlab.trainer import Trainer
 
 RESULT_FILES = ("model", "results.json", "eval")  # what the last checkpoint carries back to the driver
@@ -47,20 +45,12 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
         check_resources(distributed)
     check_storage(storage_path)
 
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    ray_run_name = output_dir.resolve().name
+    ray_run_name = Path(config.output_dir).resolve().name
     if not config.training.resume:
         delete_run(storage_path, ray_run_name)
-    print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
-    print(f"Loss: {config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}")
+    loss_line = f"{config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
+    tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     scored_by = prepared.evaluators[0] if prepared.evaluators else None
-    primary = scored_by.primary_metric if scored_by else None
-    tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, run_key)
-    before = run.evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
-    if tracker is not None:
-        tracker.log_metrics(before, step=0)
 
     resources = {"CPU": distributed.cpus_per_worker, **({"GPU": 1} if distributed.use_gpu else {})}
     trainer = TorchTrainer(
@@ -90,15 +80,12 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
             f"training failed on the Ray workers after {distributed.max_failures} restart(s): {_first_line(error)}; "
             f"rerun the same command to resume from the last checkpoint in {storage_path}/{ray_run_name}"
         ) from None
+    output_dir = Path(config.output_dir)
     with result.checkpoint.as_directory() as folder:
         copy_files(RESULT_FILES, Path(folder), output_dir)
     final = {key: value for key, value in result.metrics.items() if key != "step"}
-    model = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
-    after = run.evaluate_all(prepared.test_evaluators, model, output_dir / "eval", steps=result.metrics["step"])
-    results = {"before": before, "after": after, "final": final, "step": result.metrics["step"], "output_dir": str(output_dir)}
-    write_model_card(output_dir / "model", config, prepared.loss, prepared.detected.describe(), results)
-    tracking.finish_run(tracker, output_dir, after, result.metrics["step"])
-    return results
+    trained = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
+    return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
 
 
 def copy_files(names, source: Path, target: Path) -> None:

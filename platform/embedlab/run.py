@@ -76,30 +76,47 @@ def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracki
     `tracking_parent` (a sweep's parent run) nests this run's MLflow run under it."""
     config = prepared.config
     uri = tracking_parent["uri"] if tracking_parent else tracking.resolve_uri(config)  # an unreachable server stops us here
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
-    print(f"Loss: {config.loss.name} {getattr(prepared.loss, 'get_config_dict', dict)()}")
-    primary = prepared.evaluators[0].primary_metric if prepared.evaluators else None
-    tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, run_key)
+    loss_line = f"{config.loss.name} {getattr(prepared.loss, 'get_config_dict', dict)()}"
+    tracker, before = open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     if tracker is not None:
         callbacks = [tracking.TrackingCallback(tracker), *callbacks]  # recorded before Tune may stop the trial
-    before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
-    if tracker is not None:
-        tracker.log_metrics(before, step=0)
     trainer = Trainer(
         prepared.loss,
         prepared.dataset,
         prepared.detected,
         config.training,
-        output_dir,
+        Path(config.output_dir),
         evaluators=prepared.evaluators,
         callbacks=callbacks,
     )
     final = trainer.train()
-    after = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=trainer.global_step)
-    results = {"before": before, "after": after, "final": final, "step": trainer.global_step, "output_dir": str(output_dir)}
+    return close_run(prepared, prepared.model, tracker, before, final, trainer.global_step)
+
+
+# --- a run's life around its training, the same in this process and on Ray Train workers ---------------
+def open_run(prepared: Prepared, uri: str | None, loss_line: str, evaluate_before: bool, tracking_parent: dict | None, run_name: str | None, run_key: str | None) -> tuple[tracking.Tracker | None, dict]:
+    """Creates the output folder with the resolved config, opens the MLflow run and records the test
+    metrics of the untrained model; returns the tracker (None when tracking is off) and those metrics."""
+    config = prepared.config
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
+    print(f"Loss: {loss_line}")
+    primary = prepared.evaluators[0].primary_metric if prepared.evaluators else None
+    tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, run_key)
+    before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
+    if tracker is not None:
+        tracker.log_metrics(before, step=0)
+    return tracker, before
+
+
+def close_run(prepared: Prepared, trained: EmbeddingModel, tracker: tracking.Tracker | None, before: dict, final: dict, step: int) -> dict:
+    """Evaluates the trained model on the test evaluators, writes the model card, records and closes the run."""
+    config = prepared.config
+    output_dir = Path(config.output_dir)
+    after = evaluate_all(prepared.test_evaluators, trained, output_dir / "eval", steps=step)
+    results = {"before": before, "after": after, "final": final, "step": step, "output_dir": str(output_dir)}
     write_model_card(output_dir / "model", config, prepared.loss, prepared.detected.describe(), results)
-    tracking.finish_run(tracker, output_dir, after, trainer.global_step)
+    tracking.finish_run(tracker, output_dir, after, step)
     return results
