@@ -46,6 +46,15 @@ def test_tsv_with_quotes_inside_sentences(tmp_path):
     assert load_data(DataSource(str(tmp_path / "q.tsv")))["sentence1"] == ['He said "hi.']
 
 
+def test_a_file_is_fingerprinted_by_its_version_not_by_hashing_its_rows(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("sentence1,sentence2,score\na,b,0.5\n")
+    first = load_data(DataSource(str(path)))
+    assert load_data(DataSource(str(path)))._fingerprint == first._fingerprint
+    path.write_text("sentence1,sentence2,score\na,other,0.5\n")
+    assert load_data(DataSource(str(path)))._fingerprint != first._fingerprint
+
+
 def test_columns_rename_and_limit(tmp_path):
     pa.parquet.write_table(pa.table({**ROWS, "genre": ["x", "y", "z"]}), tmp_path / "d.parquet")
     source = DataSource(str(tmp_path / "d.parquet"), columns=["sentence2", "sentence1", "score"], rename={"score": "label"}, limit=2)
