@@ -38,7 +38,7 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
 
     config = prepared.config
     distributed = config.distributed
-    uri = tracking_parent["uri"] if tracking_parent else tracking.resolve_uri(config)
+    uri = tracking.resolve_uri(config, tracking_parent)  # before Ray starts: an unreachable server stops us here
     storage_path = storage_location(config)
     connect(distributed.address)
     if distributed.check_resources:

@@ -75,7 +75,7 @@ def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracki
     `evaluate_before=False` skips the test evaluators on the untrained model (a sweep's trials);
     `tracking_parent` (a sweep's parent run) nests this run's MLflow run under it."""
     config = prepared.config
-    uri = tracking_parent["uri"] if tracking_parent else tracking.resolve_uri(config)  # an unreachable server stops us here
+    uri = tracking.resolve_uri(config, tracking_parent)  # an unreachable server stops us here
     loss_line = f"{config.loss.name} {getattr(prepared.loss, 'get_config_dict', dict)()}"
     tracker, before = open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     if tracker is not None:

@@ -47,8 +47,11 @@ def local_store(folder: Path, name: str = "mlflow.db") -> str:
     return f"sqlite:///{Path(folder).resolve() / name}"
 
 
-def resolve_uri(config: Config) -> str | None:
-    """The tracking URI a run uses, checked now; None when tracking is off."""
+def resolve_uri(config: Config, parent: dict | None = None) -> str | None:
+    """The tracking URI a run uses, checked now; None when tracking is off. A run nested in `parent`
+    (a sweep's trial) records where its parent does."""
+    if parent is not None:
+        return parent["uri"]
     tracking = config.tracking
     if tracking.mode == "off":
         return None
