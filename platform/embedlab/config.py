@@ -1,16 +1,30 @@
 """Typed configs loaded from YAML (safe loading), with `key=value` overrides from the command line.
 
 Every section is a dataclass; a key that no field has is an error listing the valid keys, so typos
-fail before anything runs.
+fail before anything runs. A key with a closed set of values is a `Literal`: any other value is a
+one-line error naming the allowed ones and the closest match.
+
+Dataclasses and a small builder (`_build`) rather than pydantic: the rest of the code relies on
+dataclasses (replace, asdict, deepcopy, from_dict in Ray workers), and the builder already gives the
+one-line errors with close matches that the command line prints; pydantic's would need rewriting.
+
+YAML is read with YAML 1.2 core-schema scalars (`ConfigLoader`), not PyYAML's YAML 1.1 defaults: 1e-4
+and 5E-3 are numbers (1.1 reads them as text, so `learning_rate: 1e-4` was refused), only
+true/false are booleans (1.1 turns yes/no/on/off into booleans: the "Norway problem", and
+`tracking: off` read as false), 010 is ten, not octal eight. This is what other YAML 1.2 tools and
+most users expect.
 """
 
 import copy
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -18,9 +32,88 @@ from embedlab.errors import EmbedlabError
 from embedlab.model import DEFAULT_MODEL
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """Safe loading (plain data only) with YAML 1.2 core-schema scalars: booleans are true/True/TRUE and
+    false/False/FALSE only; ints are decimal, 0o octal or 0x hex; floats include 1e-4, .5, .inf, .nan;
+    no timestamps or sexagesimal numbers. Merge keys (`<<: *anchor`) still work."""
+
+    yaml_implicit_resolvers = {}  # replaced, not added to: none of YAML 1.1's resolvers
+
+
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+# In this order: a resolver list is tried first to last, and the float pattern also matches ints.
+_RESOLVERS = [
+    ("tag:yaml.org,2002:bool", _BOOL, list("tTfF")),
+    ("tag:yaml.org,2002:int", _INT, list("-+0123456789")),
+    ("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789.")),
+    ("tag:yaml.org,2002:null", _NULL, ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"]),
+]
+for _tag, _pattern, _first in _RESOLVERS:
+    ConfigLoader.add_implicit_resolver(_tag, _pattern, _first)
+
+
+def _construct_int(loader, node):
+    text = loader.construct_scalar(node)
+    try:
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text, 10)  # 010 is ten: YAML 1.2 has no leading-zero octal
+    except ValueError:
+        raise yaml.constructor.ConstructorError(None, None, f"cannot read {text!r} as an integer", node.start_mark) from None
+
+
+def _construct_float(loader, node):
+    text = loader.construct_scalar(node)
+    if text.lower().endswith(".inf"):
+        return -math.inf if text.startswith("-") else math.inf
+    if text.lower() == ".nan":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(None, None, f"cannot read {text!r} as a number", node.start_mark) from None
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """Writes plain data so that both ConfigLoader and YAML 1.1 readers read it back as it was: a string
+    either would take for something else (yes, 010, 1e-4) is quoted."""
+
+
+for _tag, _pattern, _first in _RESOLVERS:
+    ConfigDumper.add_implicit_resolver(_tag, _pattern, _first)  # after YAML 1.1's own: quoting only
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=ConfigLoader)  # safe: a SafeLoader subclass
+
+
+def dump_yaml(data) -> str:
+    """YAML for a resolved config (`Config.to_dict()`) that loads back to the same config."""
+    return yaml.dump(data, Dumper=ConfigDumper, sort_keys=False)
+
+
+# The names embedlab.formats.FORMATS and embedlab.evaluation.EVALUATORS define (tests/unit/test_config.py
+# checks that they agree; those modules import this one, so the names are written out here).
+DataFormatName = Literal[
+    "sentence_class", "single_sentences", "anchor_anchor_pairs", "damaged_original_pairs", "pair_class", "anchor_positive_pairs",
+    "pair_binary", "pair_score", "triplets", "n_tuples", "teacher_embedding", "query_passage_margin",
+]
+EvaluatorName = Literal[
+    "EmbeddingSimilarityEvaluator", "BinaryClassificationEvaluator", "TripletEvaluator", "InformationRetrievalEvaluator", "TranslationEvaluator"
+]
+
+
 @dataclass
 class ConversionConfig:
-    to: str  # triplets | anchor_positive_pairs
+    to: Literal["triplets", "anchor_positive_pairs"]
     threshold: float | None = None  # score pairs -> anchor-positive pairs: keep scores at or above this
     positive_label: str | int | None = None  # pairs + class -> triplets: e.g. ENTAILMENT
     negative_label: str | int | None = None  # pairs + class -> triplets: e.g. CONTRADICTION
@@ -33,7 +126,7 @@ class DataSource:
     columns: list[str] | None = None  # keep only these, in this order (inputs first, then the label)
     rename: dict[str, str] = field(default_factory=dict)  # old name -> new name, applied after `columns`
     label_column: str | None = None  # default: the column named label, labels, score or scores
-    format: str | None = None  # override the detected format where the structure allows
+    format: DataFormatName | None = None  # override the detected format where the structure allows
     split: str = "train"  # for hub data sets
     subset: str | None = None  # for hub data sets with several configurations
     limit: int | None = None  # keep the first N rows
@@ -45,13 +138,13 @@ class DataSource:
 class ModelConfig:
     name: str = DEFAULT_MODEL
     max_seq_length: int | None = None  # default: the model's own
-    pooling: str | None = None  # replace the model's pooling: mean, cls, max, mean_sqrt_len_tokens, weightedmean, lasttoken
+    pooling: Literal["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"] | None = None  # replace the model's pooling
     trust_remote_code: bool = False  # running code shipped with a model is opt-in
 
 
 @dataclass
 class LossModifierConfig:
-    name: str  # MatryoshkaLoss, AdaptiveLayerLoss or Matryoshka2dLoss
+    name: Literal["MatryoshkaLoss", "AdaptiveLayerLoss", "Matryoshka2dLoss"]
     params: dict = field(default_factory=dict)
 
 
@@ -72,12 +165,13 @@ class TrainingConfig:
     weight_decay: float = 0.0  # as the Hugging Face trainer; never applied to biases and LayerNorm weights
     max_grad_norm: float = 1.0
     seed: int = 0
-    sampler: str = "auto"  # auto: what the loss asks for (no-duplicates for in-batch negatives), else random
+    # auto: what the loss asks for (no_duplicates for in-batch negatives), else random
+    sampler: Literal["auto", "random", "no_duplicates", "group_by_label"] = "auto"
     drop_last: bool = False
     eval_steps: int | None = None  # evaluate every N steps; always at the end
     save_steps: int | None = 500  # checkpoint every N steps, to resume an interrupted run
     save_total_limit: int = 2  # checkpoints kept; older ones are deleted
-    mixed_precision: str = "auto"  # auto: bf16 autocast on a GPU that has it, off on CPU; or "no" / "bf16" / "fp16"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on a GPU that has it, off on CPU
     resume: bool = True  # continue from the output folder's last checkpoint if there is one
     show_progress_bar: bool = True
 
@@ -104,7 +198,7 @@ class TrackingConfig:
 
     # required: an unreachable tracking server stops the run before it starts; optional: warn and record
     # locally instead; off: no MLflow
-    mode: str = "required"
+    mode: Literal["required", "optional", "off"] = "required"
     uri: str | None = None  # an MLflow server (http://host:5000) or store; default: MLFLOW_TRACKING_URI, else <output_dir>/mlflow.db
     experiment: str | None = None  # default: the output folder's name
 
@@ -113,7 +207,7 @@ class TrackingConfig:
 class EvaluatorConfig:
     data: DataSource
     name: str = ""
-    type: str | None = None  # default: the evaluator that suits the data's format
+    type: EvaluatorName | None = None  # default: the evaluator that suits the data's format
     batch_size: int = 32
     params: dict = field(default_factory=dict)
 
@@ -129,17 +223,17 @@ class LossSearchConfig:
 class SearchConfig:
     """What a sweep (`embedlab sweep`) searches over; see experiments/sweeps/ for examples."""
 
-    losses: list[LossSearchConfig] | str = "auto"  # auto: every loss that suits the data's format
+    losses: list[LossSearchConfig] | Literal["auto"] = "auto"  # auto: every loss that suits the data's format
     modifiers: list[LossModifierConfig | None] = field(default_factory=list)  # options, null = none
     space: dict = field(default_factory=dict)  # dotted config key -> range, e.g. training.learning_rate
     metric: str | None = None  # default: the first evaluator's primary metric
-    mode: str | None = None  # max | min; default: what the metric's evaluator says
+    mode: Literal["max", "min"] | None = None  # default: what the metric's evaluator says
     num_samples: int = 8  # trials
     max_concurrent: int = 1  # trials at once
     workers_per_trial: int = 1  # 1: the in-process trainer (no worker start-up); more: a TorchTrainer each
     cpus_per_trial: int | None = None  # per worker; default: the cluster's CPUs / max_concurrent / workers
     use_gpu: bool = False  # one GPU per worker
-    scheduler: str = "fifo"  # or asha: stop weak trials early, judged at each evaluation
+    scheduler: Literal["fifo", "asha"] = "fifo"  # asha: stop weak trials early, judged at each evaluation
     grace_period: int = 2  # ASHA: evaluations a trial always gets
     reduction_factor: int = 2  # ASHA: keep the best 1/reduction_factor at each rung
     seed: int = 0  # the TPE sampler's
@@ -175,20 +269,25 @@ class Config:
 SHORTHANDS = {DataSource: "path", LossSearchConfig: "name", LossModifierConfig: "name", TrackingConfig: "mode"}  # a bare string fills this key
 
 
-def _tracking_off(raw):
-    """`tracking: off` and `mode: off` as written: YAML 1.1 reads the bare word off as false."""
-    if raw is False:
-        return {"mode": "off"}
-    if isinstance(raw, dict) and raw.get("mode") is False:
-        return {**raw, "mode": "off"}
-    return raw
+def _shown(raw) -> str:
+    """A value as the YAML that gave it: true, null, 'text', 0.0001."""
+    if isinstance(raw, bool) or raw is None:
+        return yaml.safe_dump(raw).split("\n")[0]
+    return repr(raw)
+
+
+def _shaped_like(option, raw) -> bool:
+    """Whether a union's option is the one a value of this shape was meant for: a list, or a section."""
+    if isinstance(raw, list):
+        return typing.get_origin(option) is list
+    if isinstance(raw, dict):
+        return dataclasses.is_dataclass(option) or option is dict or typing.get_origin(option) is dict
+    return False
 
 
 def _build(cls, raw, where: str):
     """Builds dataclass `cls` from plain YAML data, checking keys and types on the way."""
     if dataclasses.is_dataclass(cls):
-        if cls is TrackingConfig:
-            raw = _tracking_off(raw)
         if isinstance(raw, str) and cls in SHORTHANDS:  # e.g. `train: data.csv` for `train: {path: data.csv}`
             raw = {SHORTHANDS[cls]: raw}
         if not isinstance(raw, dict):
@@ -216,12 +315,25 @@ def _build(cls, raw, where: str):
         if raw is None:
             return None
         options = [option for option in typing.get_args(cls) if option is not type(None)]
-        for option in options[:-1]:  # the first type that fits, e.g. a class label that is str or int
+        errors = []
+        for option in options:  # the first type that fits, e.g. a class label that is str or int
             try:
                 return _build(option, raw, where)
-            except EmbedlabError:
-                continue
-        return _build(options[-1], raw, where)
+            except EmbedlabError as error:
+                errors.append((option, error))
+        # The error of the option the value is shaped for (a bad entry in a list, say), else the last's.
+        raise next((error for option, error in errors if _shaped_like(option, raw)), errors[-1][1])
+    if origin is Literal:
+        allowed = typing.get_args(cls)
+        if isinstance(raw, str) and raw in allowed:
+            return raw
+        lowered = {str(value).lower(): value for value in allowed}
+        close = []
+        if isinstance(raw, str) and raw:  # a close spelling, else a shorter or longer form (maximize: max)
+            text = raw.lower()
+            close = difflib.get_close_matches(text, lowered, n=1) or [v for v in lowered if text.startswith(v) or v.startswith(text)][:1]
+        hint = f" (did you mean '{lowered[close[0]]}'?)" if close else ""
+        raise EmbedlabError(f"config key '{where}' must be one of {', '.join(allowed)}, got {_shown(raw)}{hint}")
     if origin is list:
         if not isinstance(raw, list):
             raise EmbedlabError(f"config key '{where}' must be a list")
@@ -231,10 +343,18 @@ def _build(cls, raw, where: str):
         if not isinstance(raw, dict):
             raise EmbedlabError(f"config key '{where}' must be a mapping")
         return dict(raw)
+    if cls is bool and not isinstance(raw, bool):
+        why = " (YAML 1.2: yes, no, on and off are text)" if str(raw).lower() in ("yes", "no", "on", "off", "y", "n") else ""
+        raise EmbedlabError(f"config key '{where}' must be true or false, got {_shown(raw)}{why}")
+    if cls is str and isinstance(raw, int | float) and not isinstance(raw, bool):
+        # e.g. `name: 1e-4` or `experiment: 2024`, which YAML reads as numbers
+        raise EmbedlabError(f"config key '{where}' must be a string, got the number {raw!r}: put the value in quotes")
+    if cls is str and not isinstance(raw, str):
+        raise EmbedlabError(f"config key '{where}' must be a string, got {_shown(raw)}")
     if cls is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
-    if cls in (int, float, str, bool) and not (isinstance(raw, cls) and not (cls is int and isinstance(raw, bool))):
-        raise EmbedlabError(f"config key '{where}' must be {cls.__name__}, got {raw!r}")
+    if cls in (int, float) and not (isinstance(raw, cls) and not isinstance(raw, bool)):
+        raise EmbedlabError(f"config key '{where}' must be {cls.__name__}, got {_shown(raw)}")
     return raw
 
 
@@ -255,7 +375,10 @@ def apply_override(raw: dict, override: str) -> None:
                 node[part] = {"path": node[part]}  # a data source given as a bare path
             node = node.setdefault(part, {})
     last = parts[-1]
-    parsed = yaml.safe_load(value) if value else None
+    try:
+        parsed = load_yaml(value) if value else None  # the same YAML 1.2 scalars as a config file
+    except yaml.YAMLError as error:
+        raise EmbedlabError(f"override '{override}': the value is not valid YAML: {str(error).splitlines()[0]}") from None
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
             raise EmbedlabError(f"override '{key}': '{last}' is not an index of that list")
@@ -269,7 +392,7 @@ def load_config(path: str | Path, overrides: list[str] = (), smoke_test: bool = 
     if not path.is_file():
         raise EmbedlabError(f"config file '{path}' does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise EmbedlabError(f"config file '{path}' is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(raw, dict):
