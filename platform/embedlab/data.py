@@ -4,6 +4,7 @@ Everything is a `datasets.Dataset` once loaded: files are read with pyarrow (no 
 saved `datasets` folders with `load_from_disk`, and anything else is tried as a hub data set name.
 """
 
+import codecs
 import hashlib
 from pathlib import Path
 
@@ -17,20 +18,89 @@ from torch import Tensor
 
 from embedlab.config import DataSource
 from embedlab.errors import EmbedlabError
-from embedlab.formats import CLASS, DetectedFormat, detect_format
+from embedlab.formats import BINARY, CLASS, DetectedFormat, detect_format
 
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
 def _read_file(path: Path) -> pa.Table:
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        # TSV files such as STSb hold unbalanced quotes inside sentences: tabs alone separate fields.
-        parse = pa.csv.ParseOptions(delimiter="\t", quote_char=False) if suffix == ".tsv" else pa.csv.ParseOptions()
-        return pa.csv.read_csv(path, parse_options=parse)
-    if suffix in (".jsonl", ".json"):
-        return pa.json.read_json(path)
-    return pa.parquet.read_table(path)
+    if suffix == ".parquet":
+        return pa.parquet.read_table(path)
+    with path.open("rb") as file:
+        head = file.read(HEAD_BYTES)
+    _check_text_head(path, suffix, head)
+    try:
+        if suffix in (".csv", ".tsv"):
+            # TSV files such as STSb hold unbalanced quotes inside sentences: tabs alone separate fields.
+            parse = pa.csv.ParseOptions(delimiter="\t", quote_char=False) if suffix == ".tsv" else pa.csv.ParseOptions()
+            table = pa.csv.read_csv(path, parse_options=parse)
+        else:
+            table = pa.json.read_json(path)
+        # The JSON reader keeps invalid UTF-8 in string columns, which then fails deep inside `datasets`.
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        _raise_if_not_utf8(path, head)  # a parse error on bytes past the head that are not UTF-8
+        raise
+    if any(pa.types.is_binary(field.type) for field in table.schema):  # the CSV reader's columns of non-UTF-8 bytes
+        _raise_if_not_utf8(path, head)
+    return table
+
+
+HEAD_BYTES = 1 << 16  # enough to tell a file's encoding and separator
+
+
+def _check_text_head(path: Path, suffix: str, head: bytes) -> None:
+    """Fails before parsing on a head that is not UTF-8 text, or whose separator is not its suffix's."""
+    try:
+        codecs.getincrementaldecoder("utf-8-sig")().decode(head)  # incremental: the head may end inside a character
+    except UnicodeDecodeError:
+        _raise_if_not_utf8(path, head)
+    if suffix not in (".csv", ".tsv"):
+        return
+    lines = head.decode("utf-8-sig", errors="replace").splitlines()[:6]  # the header and a few rows
+    own, other, other_suffix = ("\t", ",", ".csv") if suffix == ".tsv" else (",", "\t", ".tsv")
+    if lines and own not in lines[0] and other in lines[0] and all(other in line for line in lines[1:]):
+        columns = ", ".join(name.strip().strip('"') for name in lines[0].split(other))
+        raise EmbedlabError(
+            f"data file '{path}' looks {SEPARATOR_NAMES[other]}-separated (columns {columns}), but a {suffix} file is read "
+            f"as {SEPARATOR_NAMES[own]}-separated: rename it to {other_suffix}"
+        )
+
+
+SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
+
+
+def _raise_if_not_utf8(path: Path, head: bytes) -> None:
+    """A one-line error saying what a file that is not UTF-8 looks like and how to re-save it."""
+    decoder, offset, lines = codecs.getincrementaldecoder("utf-8-sig")(), 0, 1
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                start = error.start - (len(error.object) - len(chunk))  # the decoder may hold bytes of the last chunk
+                bad, line = error.object[error.start], lines + chunk[: max(start, 0)].count(b"\n")
+                break
+            offset, lines = offset + len(chunk), lines + chunk.count(b"\n")
+        else:
+            return  # it is UTF-8 after all
+    fixed = path.with_name(f"{path.stem}.utf8{path.suffix}")
+    prefix = f"data file '{path}' is not UTF-8 text"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or max(head[0::2].count(0), head[1::2].count(0)) > len(head) / 4:
+        raise EmbedlabError(f"{prefix}: it is UTF-16 text: re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8 {path} > {fixed}`")
+    if head.startswith(b"PAR1"):
+        raise EmbedlabError(f"{prefix}: it looks like a Parquet file: rename it to .parquet")
+    control = sum(byte < 32 and byte not in b"\t\n\r\f" for byte in head)
+    if control > len(head) / 100:  # text in any 8-bit encoding has next to no control bytes
+        raise EmbedlabError(
+            f"{prefix}: it looks binary ({control} control bytes in its first {len(head)}): a data file is UTF-8 text "
+            f"({', '.join(FILE_SUFFIXES[:-1])}) or Parquet (.parquet); check that this is the file you meant"
+        )
+    raise EmbedlabError(
+        f"{prefix} (byte 0x{bad:02x} on line {line} is invalid in UTF-8): it is likely Latin-1 or Windows-1252 text: "
+        f"re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path} > {fixed}`"
+    )
 
 
 def _file_fingerprint(path: Path) -> str:
@@ -100,8 +170,11 @@ def add_teacher_embeddings(dataset: datasets.Dataset, teacher_model: str, batch_
     return dataset.add_column("label", embeddings.tolist())
 
 
-def load_with_format(source: DataSource) -> tuple[datasets.Dataset, DetectedFormat]:
+def load_with_format(source: DataSource, where: str | None = None) -> tuple[datasets.Dataset, DetectedFormat]:
+    """`where`: the source's config key (data.train, evaluators.0.data), named in errors about its columns."""
     dataset = load_data(source)
+    if source.columns is None:  # columns the user chose are theirs; all of a file's columns may include metadata
+        check_for_metadata_columns(dataset, source.label_column, where, name=f"data '{source.path}'")
     if source.teacher_model is not None:
         dataset = add_teacher_embeddings(dataset, source.teacher_model)
     detected = detect_format(dataset, source.label_column, source.format)
@@ -198,8 +271,8 @@ class GroupByLabelBatchSampler(RandomBatchSampler):
 
     def __init__(self, dataset: datasets.Dataset, detected: DetectedFormat, batch_size: int, seed: int, drop_last: bool = False):
         super().__init__(dataset, detected, batch_size, seed, drop_last)
-        if detected.label_column is None:
-            raise EmbedlabError("the group_by_label sampler needs a label column")
+        if detected.label_kind not in (CLASS, BINARY):
+            raise EmbedlabError(f"the group_by_label sampler needs class labels; this data has {detected.label_kind} labels: use sampler auto or random")
         if batch_size < 4 or batch_size % 2:
             raise EmbedlabError(f"the group_by_label sampler needs an even batch size of at least 4, got {batch_size}")
         self.rows_by_label: dict = {}

@@ -18,14 +18,17 @@ import uuid
 from pathlib import Path
 
 import pyarrow.fs
+import torch.distributed
 
 from embedlab import run, tracking
 from embedlab.config import Config, DataSource, DistributedConfig
 from embedlab.errors import EmbedlabError
+from embedlab.identity import recorded_identity, start_over
 from embedlab.model import EmbeddingModel
 from embedlab.trainer import Trainer
 
 RESULT_FILES = ("model", "results.json", "eval")  # what the last checkpoint carries back to the driver
+WORKER_ERROR = "embedlab_error"  # a metric that carries a worker's EmbedlabError back to the driver
 
 
 # --- the driver ---------------------------------------------------------------------------------
@@ -45,9 +48,12 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
         check_resources(distributed)
     check_storage(storage_path)
 
-    ray_run_name = Path(config.output_dir).resolve().name
-    if not config.training.resume:
-        delete_run(storage_path, ray_run_name)
+    ray_run_name = run_name_in_storage(config.output_dir, prepared.fingerprint)
+    if not config.training.resume:  # start over: this run's and the folder's previous run's checkpoints go
+        previous = recorded_identity(Path(config.output_dir))
+        for name in {ray_run_name, *([run_name_in_storage(config.output_dir, previous["fingerprint"])] if previous else [])}:
+            delete_run(storage_path, name)
+        start_over(Path(config.output_dir))
     loss_line = f"{config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
     tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     scored_by = prepared.evaluators[0] if prepared.evaluators else None
@@ -55,7 +61,11 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     resources = {"CPU": distributed.cpus_per_worker, **({"GPU": 1} if distributed.use_gpu else {})}
     trainer = TorchTrainer(
         train_fn_per_worker,
-        train_loop_config={"config": with_absolute_paths(config).to_dict(), "tracking": tracker.location() if tracker else None},
+        train_loop_config={
+            "config": with_absolute_paths(config).to_dict(),
+            "identity": prepared.identity,
+            "tracking": tracker.location() if tracker else None,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=distributed.workers, use_gpu=distributed.use_gpu, resources_per_worker=resources
         ),
@@ -71,21 +81,28 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
             callbacks=list(callbacks),
         ),
     )
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as error:
-        if tracker is not None:
-            tracker.finish("FAILED")
-        raise EmbedlabError(
-            f"training failed on the Ray workers after {distributed.max_failures} restart(s): {_first_line(error)}; "
-            f"rerun the same command to resume from the last checkpoint in {storage_path}/{ray_run_name}"
-        ) from None
-    output_dir = Path(config.output_dir)
-    with result.checkpoint.as_directory() as folder:
-        copy_files(RESULT_FILES, Path(folder), output_dir)
-    final = {key: value for key, value in result.metrics.items() if key != "step"}
-    trained = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
-    return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
+    with run.failing_run(tracker):
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as error:
+            raise EmbedlabError(
+                f"training failed on the Ray workers after {distributed.max_failures} restart(s): {_first_line(error)}; "
+                f"rerun the same command to resume from the last checkpoint in {storage_path}/{ray_run_name}"
+            ) from None
+        if WORKER_ERROR in result.metrics:  # a mistake in the input, found on the workers: not worth a retry
+            raise EmbedlabError(result.metrics[WORKER_ERROR])
+        output_dir = Path(config.output_dir)
+        with result.checkpoint.as_directory() as folder:
+            copy_files(RESULT_FILES, Path(folder), output_dir)
+        final = {key: value for key, value in result.metrics.items() if key != "step"}
+        trained = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
+        return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
+
+
+def run_name_in_storage(output_dir: str, fingerprint: str) -> str:
+    """The Ray Train run folder in storage: the output folder's name and the run's fingerprint, so a changed
+    config never resumes (or, with resume off, deletes) another run's checkpoints."""
+    return f"{Path(output_dir).resolve().name}-{fingerprint}"
 
 
 def copy_files(names, source: Path, target: Path) -> None:
@@ -200,37 +217,60 @@ def train_fn_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    config = Config.from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    prepared = run.prepare(config, device=str(ray.train.torch.get_device()))
+    workdir = Path(tempfile.mkdtemp(prefix=f"embedlab-rank{rank}-"))
+    try:
+        try:
+            trainer, resume_from = _worker_trainer(loop_config, rank, world_size, workdir)
+            error = None
+        except EmbedlabError as mistake:
+            trainer, resume_from, error = None, None, str(mistake)
+        # A mistake in the input fails the same way on every retry: every rank learns of any rank's, and
+        # all report it and end normally, so Ray Train does not restart the group max_failures times.
+        errors = [None] * world_size
+        torch.distributed.all_gather_object(errors, error)
+        error = next((message for message in errors if message), None)
+        if error is not None:
+            ray.train.report({WORKER_ERROR: error})
+            return
+        trainer.train(resume_from=resume_from)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _worker_trainer(loop_config: dict, rank: int, world_size: int, workdir: Path) -> tuple[Trainer, Path | None]:
+    """This worker's Trainer and Ray Train's last checkpoint (checked to be this run's), if there is one."""
+    import ray.train
+    import ray.train.torch
+
+    config = Config.from_dict(loop_config["config"])
+    prepared = run.prepare(config, device=str(ray.train.torch.get_device()), identity=loop_config["identity"])
     # Ray Train checkpoints replace the trainer's own: one at each evaluation (every eval_steps, else
     # every save_steps) and one at the end; a restarted worker group resumes from the last one.
     args = dataclasses.replace(config.training, eval_steps=config.training.eval_steps or config.training.save_steps, save_steps=None)
     callbacks = [RayTrainReport()]
     if rank == 0 and loop_config.get("tracking"):  # only rank 0 records, into the driver's MLflow run
         callbacks.append(tracking.TrackingCallback(tracking.Tracker.at(loop_config["tracking"])))
-    workdir = Path(tempfile.mkdtemp(prefix=f"embedlab-rank{rank}-"))
-    try:
-        trainer = Trainer(
-            prepared.loss,
-            prepared.dataset,
-            prepared.detected,
-            args,
-            workdir,
-            evaluators=prepared.evaluators,
-            callbacks=callbacks,
-            rank=rank,
-            world_size=world_size,
-        )
-        resume_from = None
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                resume_from = Path(shutil.copytree(folder, workdir / "resume"))
-        trainer.train(resume_from=resume_from)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    trainer = Trainer(
+        prepared.loss,
+        prepared.dataset,
+        prepared.detected,
+        args,
+        workdir,
+        evaluators=prepared.evaluators,
+        callbacks=callbacks,
+        rank=rank,
+        world_size=world_size,
+        identity=prepared.identity,
+    )
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return trainer, None
+    with checkpoint.as_directory() as folder:
+        resume_from = Path(shutil.copytree(folder, workdir / "resume"))
+    trainer.check_checkpoint(resume_from)
+    return trainer, resume_from
 
 
 class RayTrainReport:

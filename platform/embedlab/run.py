@@ -5,21 +5,21 @@ and writes nothing; only `train()` creates the output folder. A bad input theref
 with one line, and leaves no half-written run behind.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from embedlab import tracking
-from embedlab.config import Config
+from embedlab.config import Config, dump_yaml
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.evaluation import build_evaluator
 from embedlab.formats import DetectedFormat
+from embedlab.identity import check_output_folder, fingerprint, run_identity, start_over, write_run_file
 from embedlab.losses import build_loss, check_format, get_loss_class
 from embedlab.model import EmbeddingModel, resolve_model_path
 from embedlab.model_card import write_model_card
-from embedlab.trainer import Trainer, set_seed
+from embedlab.trainer import Trainer, make_sampler, set_seed
 
 
 @dataclass
@@ -30,13 +30,20 @@ class Prepared:
     loss: object
     evaluators: list
     test_evaluators: list
+    identity: dict  # what the run's result depends on (embedlab.identity)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.identity)
 
     @property
     def model(self) -> EmbeddingModel:
         return self.loss.model
 
 
-def prepare(config: Config, device: str | None = None) -> Prepared:
+def prepare(config: Config, device: str | None = None, identity: dict | None = None) -> Prepared:
+    """Checks and loads everything a run needs, writing nothing. A Ray worker passes the `identity` the
+    driver computed (and checked against the output folder)."""
     dataset, detected = load_with_format(config.data.train)
     check_format(get_loss_class(config.loss.name), detected)
     resolve_model_path(config.model.name)  # a wrong path fails before slower work
@@ -50,7 +57,35 @@ def prepare(config: Config, device: str | None = None) -> Prepared:
         model.set_pooling(config.model.pooling)
     set_seed(config.training.seed)  # loss heads (e.g. a classifier) start the same on every run
     loss = build_loss(config.loss.name, model, config.loss.params, detected, config.loss.modifiers).to(model.device)
-    return Prepared(config, dataset, detected, loss, evaluators, test_evaluators)
+    check_training(config, dataset, detected, loss)
+    if identity is None:
+        identity = run_identity(config, loss)
+        if config.training.resume:  # resume off starts over in the folder, whatever was there
+            check_output_folder(Path(config.output_dir), identity)
+    return Prepared(config, dataset, detected, loss, evaluators, test_evaluators, identity)
+
+
+def check_training(config: Config, dataset, detected, loss) -> None:
+    """What would otherwise fail (or never end) once training started: step counts, batch sizes, the sampler."""
+    args, workers = config.training, config.distributed.workers or 1
+    for key in ("batch_size", "max_steps", "eval_steps", "save_steps", "epochs", "save_total_limit"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            hint = {"max_steps": ": leave it out to train for training.epochs", "eval_steps": ": leave it out to evaluate at the end only", "save_steps": ": leave it out to save no checkpoints"}.get(key, "")
+            raise EmbedlabError(f"training.{key} must be at least 1, got {value}{hint}")
+    if args.learning_rate <= 0 or not 0 <= args.warmup_ratio <= 1 or args.max_grad_norm < 0:
+        raise EmbedlabError(
+            f"training.learning_rate must be > 0 (got {args.learning_rate}), warmup_ratio within [0, 1] (got {args.warmup_ratio}), "
+            f"max_grad_norm >= 0 (got {args.max_grad_norm}; 0 turns clipping off)"
+        )
+    if args.batch_size > len(dataset):
+        raise EmbedlabError(f"training.batch_size {args.batch_size} is larger than the data ({len(dataset)} rows): use at most {len(dataset)}")
+    batches = len(make_sampler(args, loss, dataset, detected).batches(0))  # the sampler checks its own needs
+    if batches < workers:
+        raise EmbedlabError(
+            f"{len(dataset)} rows give {batches} batch(es) of {args.batch_size} per epoch, fewer than the {workers} workers: "
+            "use a smaller training.batch_size or fewer workers"
+        )
 
 
 def check_distributed(config: Config) -> None:
@@ -76,21 +111,35 @@ def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracki
     `tracking_parent` (a sweep's parent run) nests this run's MLflow run under it."""
     config = prepared.config
     uri = tracking.resolve_uri(config, tracking_parent)  # an unreachable server stops us here
+    if not config.training.resume:
+        start_over(Path(config.output_dir))
     loss_line = f"{config.loss.name} {getattr(prepared.loss, 'get_config_dict', dict)()}"
     tracker, before = open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     if tracker is not None:
         callbacks = [tracking.TrackingCallback(tracker), *callbacks]  # recorded before Tune may stop the trial
-    trainer = Trainer(
-        prepared.loss,
-        prepared.dataset,
-        prepared.detected,
-        config.training,
-        Path(config.output_dir),
-        evaluators=prepared.evaluators,
-        callbacks=callbacks,
-    )
-    final = trainer.train()
-    return close_run(prepared, prepared.model, tracker, before, final, trainer.global_step)
+    with failing_run(tracker):
+        trainer = Trainer(
+            prepared.loss,
+            prepared.dataset,
+            prepared.detected,
+            config.training,
+            Path(config.output_dir),
+            evaluators=prepared.evaluators,
+            callbacks=callbacks,
+            identity=prepared.identity,
+        )
+        final = trainer.train()
+        return close_run(prepared, prepared.model, tracker, before, final, trainer.global_step)
+
+
+@contextmanager
+def failing_run(tracker: tracking.Tracker | None):
+    """A run that fails, or is interrupted, is marked so in MLflow, never left RUNNING."""
+    try:
+        yield
+    except BaseException as error:
+        tracking.fail_run(tracker, error)
+        raise
 
 
 # --- a run's life around its training, the same in this process and on Ray Train workers ---------------
@@ -100,12 +149,16 @@ def open_run(prepared: Prepared, uri: str | None, loss_line: str, evaluate_befor
     config = prepared.config
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_run_file(output_dir, prepared.identity)
+    (output_dir / "config.yaml").write_text(dump_yaml(tracking.redact_config(config.to_dict())))
     print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
     print(f"Loss: {loss_line}")
     primary = prepared.evaluators[0].primary_metric if prepared.evaluators else None
-    tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, run_key)
-    before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
+    # The fingerprint in the key: a changed config is a new MLflow run, never more metrics in the old one.
+    key = f"{run_key or output_dir.resolve()}@{prepared.fingerprint}"
+    tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, key)
+    with failing_run(tracker):
+        before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
     if tracker is not None:
         tracker.log_metrics(before, step=0)
     return tracker, before

@@ -16,7 +16,6 @@ import math
 import random
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,20 @@ from embedlab.config import TrainingConfig
 from embedlab.data import SAMPLERS, Collator
 from embedlab.distributed import average_gradients
 from embedlab.errors import EmbedlabError
+from embedlab.identity import MAX_KEYS_SHOWN, changed_keys, fingerprint
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 TRAINING_METRICS = ("loss", "learning_rate", "train_seconds", "train_samples_per_second")  # the rest: evaluators'
+
+
+def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `training.mixed_precision`: auto means bf16 on a GPU that has it and full
+    precision elsewhere (CPU autocast is slower than float32 on most CPUs); bf16 / fp16 are honoured on
+    any device torch supports them on."""
+    if mixed_precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
 
 
 def set_seed(seed: int) -> None:
@@ -42,8 +51,6 @@ def set_seed(seed: int) -> None:
 
 def make_sampler(args: TrainingConfig, loss, dataset, detected):
     name = getattr(loss, "batch_sampler", "random") if args.sampler == "auto" else args.sampler
-    if name not in SAMPLERS:
-        raise EmbedlabError(f"unknown sampler '{name}': choose auto, {', '.join(SAMPLERS)}")
     return SAMPLERS[name](dataset, detected, args.batch_size, args.seed, args.drop_last)
 
 
@@ -136,6 +143,7 @@ class Trainer:
         callbacks=(),
         rank: int = 0,
         world_size: int = 1,
+        identity: dict | None = None,
     ):
         self.loss = loss
         self.model = loss.model
@@ -143,6 +151,10 @@ class Trainer:
         self.args = args
         self.output_dir = Path(output_dir)
         self.rank, self.world_size = rank, world_size
+        # The run identity (embedlab.identity): checkpoints and results.json carry it, and a checkpoint
+        # of another run is never loaded.
+        self.identity = identity or {}
+        self.fingerprint = fingerprint(self.identity) if identity else None
         self.is_main = rank == 0
         self.evaluators = list(evaluators) if self.is_main else []
         self.callbacks = list(callbacks)
@@ -153,6 +165,9 @@ class Trainer:
         if self.total_steps == 0:
             raise EmbedlabError(f"no training steps: {len(dataset)} rows give fewer batches than the {world_size} workers")
         self.optimizer = make_optimizer(loss, args)
+        self.autocast_dtype = autocast_dtype(args.mixed_precision, self.model.device)
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
+        self.scaler = torch.amp.GradScaler(self.model.device.type, enabled=self.autocast_dtype == torch.float16)
         self.scheduler = linear_schedule(self.optimizer, math.ceil(args.warmup_ratio * self.total_steps), self.total_steps)
         self.global_step = 0
         self.epoch, self.batch_in_epoch = 0, 0  # the sampler position
@@ -181,19 +196,24 @@ class Trainer:
         progress = tqdm(total=self.total_steps, initial=self.global_step, desc="Training", disable=not show_progress)
         interval = Interval()
         while self.global_step < self.total_steps:
-            for indices in self.worker_batches(self.epoch)[self.batch_in_epoch :]:
+            batches = self.worker_batches(self.epoch)
+            if not batches:  # max_steps with an epoch too small for every worker: never loop forever
+                raise EmbedlabError(f"epoch {self.epoch} gives no batch to each of the {self.world_size} workers: use a smaller batch size or fewer workers")
+            for indices in batches[self.batch_in_epoch :]:
                 step_start = time.perf_counter()
                 features, labels = self.collate(self.dataset[indices])
                 features = [{key: value.to(device) for key, value in batch.items()} for batch in features]
                 labels = labels.to(device) if labels is not None else None
-                with self._autocast():
+                with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                     loss_value = self.loss(features, labels)
-                loss_value.backward()
+                self.scaler.scale(loss_value).backward()
                 if self.world_size > 1:
-                    average_gradients(self.loss)
+                    average_gradients(self.loss)  # scaled gradients: an overflow on any rank skips the step on all
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients
                 if self.args.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self.loss.parameters(), self.args.max_grad_norm)
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+                self.scaler.update()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.global_step += 1
@@ -219,22 +239,12 @@ class Trainer:
         metrics = self.evaluate(extra=interval.metrics())
         if self.is_main:
             self.model.save(self.output_dir / "model")
-            results = {"step": self.global_step, "metrics": metrics, "history": self.history}
+            results = {"step": self.global_step, "fingerprint": self.fingerprint, "identity": self.identity, "metrics": metrics, "history": self.history}
             (self.output_dir / "results.json").write_text(json.dumps(results, indent=2))
         for callback in self.callbacks:
             if hasattr(callback, "on_train_end"):
                 callback.on_train_end(self, metrics)
         return metrics
-
-    def _autocast(self):
-        precision = self.args.mixed_precision
-        if self.model.device.type != "cuda" or precision == "no":
-            return nullcontext()
-        if precision == "fp16":
-            return torch.autocast("cuda", dtype=torch.float16)
-        if precision == "auto" and not torch.cuda.is_bf16_supported():
-            return nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16)
 
     def evaluate(self, extra: dict | None = None) -> dict[str, float]:
         metrics = dict(extra or {})
@@ -242,6 +252,8 @@ class Trainer:
         metrics["train_seconds"] = self.train_seconds
         for evaluator in self.evaluators:
             metrics.update(evaluator(self.model, output_path=self.output_dir / "eval", steps=self.global_step))
+        if self.history and self.history[-1]["step"] == self.global_step:
+            self.history.pop()  # a finished run rerun: its final evaluation is replaced, not repeated
         self.history.append({"step": self.global_step, **metrics})
         for callback in self.callbacks:
             if hasattr(callback, "on_evaluate"):
@@ -271,8 +283,10 @@ class Trainer:
     def _save_training_state(self, folder: Path) -> None:
         weights = {name: tensor.detach().contiguous().clone() for name, tensor in self.loss.state_dict().items()}
         save_file(weights, folder / "weights.safetensors")
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, folder / "training_state.pt")
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "grad_scaler": self.scaler.state_dict()}, folder / "training_state.pt")
         state = {
+            "fingerprint": self.fingerprint,
+            "identity": self.identity,
             "global_step": self.global_step,
             "total_steps": self.total_steps,
             "epoch": self.epoch,
@@ -287,17 +301,30 @@ class Trainer:
         for old in checkpoints[: -self.args.save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def load_checkpoint(self, path: Path) -> None:
+    def check_checkpoint(self, path: Path) -> dict:
+        """The checkpoint's state, if it belongs to this run; else an EmbedlabError."""
         state = json.loads((path / STATE_FILE).read_text())
+        if state.get("fingerprint") != self.fingerprint:
+            changes = "; ".join(changed_keys(state.get("identity") or {}, self.identity)[:MAX_KEYS_SHOWN])
+            raise EmbedlabError(
+                f"checkpoint '{path}' belongs to another run (changed: {changes or 'unknown'}): "
+                "use another output_dir, or training.resume=false to start over"
+            )
         if state["total_steps"] != self.total_steps:
             raise EmbedlabError(
                 f"checkpoint '{path}' belongs to a run of {state['total_steps']} steps, this one has {self.total_steps}: "
                 "use another output_dir, or training.resume=false to start over"
             )
+        return state
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = self.check_checkpoint(path)
         self.loss.load_state_dict(load_file(path / "weights.safetensors", device=str(self.model.device)))
         training_state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(training_state["optimizer"])
         self.scheduler.load_state_dict(training_state["scheduler"])
+        if "grad_scaler" in training_state:  # checkpoints before fp16 loss scaling have none
+            self.scaler.load_state_dict(training_state["grad_scaler"])
         rng = torch.load(path / f"rng_state_rank{self.rank}.pt", weights_only=True)
         rng["python"] = (rng["python"][0], tuple(rng["python"][1]), rng["python"][2])
         _restore_rng(rng)

@@ -11,6 +11,7 @@ from conftest import REPO, sentence, write_config, write_jsonl
 from embedlab import run
 from embedlab.cli import main
 from embedlab.config import load_config
+from embedlab.errors import EmbedlabError
 from embedlab.ray_train import train_on_ray
 
 pytestmark = pytest.mark.integration
@@ -114,3 +115,19 @@ def test_bad_cluster_input_fails_in_one_line_before_any_worker_starts(ray_cluste
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0], error
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_a_mistake_found_on_the_workers_fails_once_in_one_line_without_restarts(ray_cluster, tmp_path, tiny_model_path, data):
+    """A data file the driver read but the workers cannot (as on a node without it): the same error on
+    every retry, so it is reported as the mistake it is, not retried max_failures times as a crash."""
+    pairs, dev = data
+    moved = tmp_path / "pairs.jsonl"
+    moved.write_text(pairs.read_text())
+    config = _config(tmp_path, tiny_model_path, (moved, dev), "gone", {"crash_at": 6, "marker": str(dev)}, max_failures=2)
+    prepared = run.prepare(load_config(config), device="cpu")
+    moved.unlink()
+    with pytest.raises(EmbedlabError) as error:
+        train_on_ray(prepared)
+    message = str(error.value)
+    assert "pairs.jsonl' does not exist" in message and "restart" not in message and "rerun" not in message
+    assert len(message.splitlines()) == 1

@@ -1,0 +1,70 @@
+"""Every check before anything starts: a setting that would fail (or never end) in training is one line,
+exit 2, before an output folder, MLflow run, test evaluation, Ray cluster or trial exists."""
+
+import random
+import re
+
+import pytest
+
+from conftest import sentence, write_config, write_jsonl
+from embedlab.cli import main
+
+
+@pytest.fixture
+def classes_file(tmp_path):
+    rng = random.Random(0)
+    return write_jsonl(tmp_path / "classes.jsonl", [{"text": sentence(rng), "label": i % 3} for i in range(24)])
+
+
+@pytest.fixture
+def singleton_classes_file(tmp_path):
+    rng = random.Random(0)
+    return write_jsonl(tmp_path / "singletons.jsonl", [{"text": sentence(rng), "label": i} for i in range(24)])
+
+
+CASES = {
+    "group-by-label with an odd batch": (
+        "classes", {"loss": {"name": "BatchAllTripletLoss"}, "training": {"batch_size": 5}}, [],
+        "the group_by_label sampler needs an even batch size of at least 4, got 5",
+    ),
+    "group-by-label without two labels of two rows": (
+        "singletons", {"loss": {"name": "BatchHardTripletLoss"}}, [],
+        "the group_by_label sampler needs at least two labels with two rows each",
+    ),
+    "group-by-label on score labels": (
+        "pairs", {"training": {"sampler": "group_by_label"}}, [],
+        "the group_by_label sampler needs class labels; this data has float score labels",
+    ),
+    "batch larger than the data": ("pairs", {"training": {"batch_size": 64}}, [], r"training.batch_size 64 is larger than the data \(48 rows\): use at most 48"),
+    "zero max_steps": ("pairs", {"training": {"max_steps": 0}}, [], "training.max_steps must be at least 1, got 0: leave it out to train for training.epochs"),
+    "zero epochs": ("pairs", {"training": {"max_steps": None, "epochs": 0}}, [], "training.epochs must be at least 1, got 0"),
+    "zero eval_steps": ("pairs", {"training": {"eval_steps": 0}}, [], "training.eval_steps must be at least 1, got 0"),
+    "negative learning rate": ("pairs", {}, ["training.learning_rate=-1e-5"], r"training.learning_rate must be > 0 \(got -1e-05\)"),
+    # 48 rows in batches of 8 are 6 batches: 8 workers would leave two with nothing (an endless loop before)
+    "an empty worker shard with max_steps": (
+        "pairs", {}, ["--workers", "8"], r"48 rows give 6 batch\(es\) of 8 per epoch, fewer than the 8 workers",
+    ),
+    "unknown mixed precision": ("pairs", {}, ["training.mixed_precision=bf61"], "training.mixed_precision"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_setting_that_cannot_train_fails_in_one_line_before_anything_exists(case, tmp_path, capsys, tiny_model_path, score_pairs_file, classes_file, singleton_classes_file):
+    data_name, sections, arguments, message = CASES[case]
+    data = {"pairs": score_pairs_file, "classes": classes_file, "singletons": singleton_classes_file}[data_name]
+    output_dir = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", tiny_model_path, data, output_dir, **sections)
+    code = main(["train", str(config), *arguments])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("embedlab: error: "), err
+    assert re.search(message, err), err
+    assert not output_dir.exists()  # no folder, so no MLflow store, no test evaluation, no checkpoint
+
+
+def test_ray_is_not_started_for_a_mistake(tmp_path, capsys, tiny_model_path, score_pairs_file):
+    import ray
+
+    config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out", training={"batch_size": 64})
+    assert main(["train", str(config), "--workers", "2"]) == 2
+    assert not ray.is_initialized()
