@@ -12,13 +12,31 @@ rerun, a restarted worker or a resumed sweep logs into its existing run instead 
 Outages: an unreachable server at start stops the run before it starts (one line), unless
 `tracking.mode: optional`, which warns and records locally. A failure mid-run never stops training:
 the run's records so far, and everything after, go to `<output_dir>/mlflow-fallback.db`, with a warning
-that says where.
+that says where. If that fallback fails too (a read-only folder, a full disk), one more warning says so
+and later records are dropped quietly, with a count at the end: tracking never costs a result.
+
+Failures: a run that raises is marked FAILED (KILLED when interrupted or stopped by Tune), never left
+RUNNING: callers wrap training in `except BaseException as error: fail_run(tracker, error); raise`.
+
+Credentials never reach MLflow or stderr: params, tags, warnings and the logged copies of `config.yaml`
+and the model card go through `redact_config` / `redact` / `redact_text`. The rule (`is_secret_key`):
+a name is split into words at `.`, `_`, `-` and camelCase; it is secret when a word is password,
+passwd, pwd, passphrase, secret(s), token, credential(s), auth, authorization, cookie, signature, sig
+or a fused apikey / accesskey / secretkey / privatekey / authkey, or when the word `key` stands alone
+(`key`, `storage_options.key`) or follows a credential word (`api_key`, `access_key`,
+`aws_secret_access_key`, `private_key`, `ssh_key`, ...). Longer or plural words do not count, nor `key`
+after an ordinary word, so `mini_batch_num_tokens`, `keyword`, `run_key` and `embedlab_run_key` stay
+readable, and so do tokenizer special tokens (`pad_token`, `cls_token`). A false positive only hides
+a value; a null or empty secret stays as it is (nothing to hide, and it shows it was unset).
+In any string, `user:password@` in a URI becomes `***@` and a secret-named query parameter `***`.
 """
 
+import copy
 import importlib.metadata
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,9 +45,26 @@ from embedlab.errors import EmbedlabError
 
 KEY_TAG = "embedlab_run_key"  # finds a run again: the output folder (train) or sweep folder + trial id
 PRIMARY_METRIC_TAG = "embedlab_primary_metric"
+FALLBACK_TAG = "embedlab_fallback_of"  # on a fallback run: the store and run it stands in for
+ERROR_TAG = "embedlab_error"  # on a FAILED / KILLED run: why
+FALLBACK_DB = "mlflow-fallback.db"
 LIBRARIES = ("embedlab", "torch", "transformers", "ray", "mlflow", "optuna", "datasets")
-SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_key|apikey|access_key|credential)", re.IGNORECASE)
-URI_USERINFO = re.compile(r"(://)[^/@\s]+@")
+MASK = "***"
+# The secret-name rule, in words (see the module docstring).
+SECRET_WORDS = frozenset(
+    {"password", "passwords", "passwd", "pwd", "passphrase", "secret", "secrets", "token", "credential", "credentials", "creds",
+     "auth", "authorization", "cookie", "signature", "sig", "apikey", "accesskey", "secretkey", "privatekey", "authkey"}
+)  # fmt: skip
+KEY_QUALIFIERS = frozenset(
+    {"api", "access", "secret", "private", "client", "encryption", "signing", "ssh", "master", "account", "auth",
+     "service", "subscription", "license", "hmac", "session", "sas", "storage", "gpg", "pgp", "rsa", "x"}
+)  # fmt: skip
+TOKENIZER_TOKENS = frozenset({"pad", "cls", "sep", "unk", "bos", "eos", "mask"})  # `pad_token` is a tokenizer's, not a credential
+NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+URI_USERINFO = re.compile(r"(://)[^/\s\"'<>]*@")  # greedy to the last @ before the path: a password may hold an @
+QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s\"'<>]+)=([^&;#\s\"'<>]*)")
+TEXT_PAIR = re.compile(r"""(["'])([^"'\n]{1,200})\1(\s*:\s*)("(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^,}\]\n]+)""")  # "name": value, as JSON writes it
+YAML_PAIR = re.compile(r"^(\s*(?:-\s+)?)([\w.-]+)(\s*:[ \t]+)(\S.*)$", re.MULTILINE)  # name: value, as YAML writes it
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
@@ -91,8 +126,11 @@ class Tracker:
         self.uri, self.run_id, self.experiment = uri, run_id, experiment
         self.client = _client(uri)
         self.fallback_folder = Path(fallback_folder)
-        self.journal: list[tuple[str, dict]] = []
+        self.journal: list[tuple[str, dict]] = []  # every record until the fallback, to replay there
         self.fell_back = False
+        self.gone = False  # the store and the fallback both failed: records are dropped quietly
+        self.lost = 0  # records no store kept
+        self.warned = False  # at most one warning about lost records
         self.key, self.reused = None, False  # set by open()
 
     @classmethod
@@ -106,6 +144,7 @@ class Tracker:
             client.update_run(run_id, status="RUNNING")
         else:
             run_tags = {KEY_TAG: key, **tags, **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
+            run_tags = {name: _tag_value(name, value) for name, value in run_tags.items()}
             run_id = client.create_run(experiment_key, tags=run_tags, run_name=run_name).info.run_id
         tracker = cls(uri, run_id, experiment, folder)
         tracker.key, tracker.reused = key, bool(found)
@@ -130,7 +169,7 @@ class Tracker:
     def log_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
-        self._call("log_batch", tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self._call("log_batch", tags=[RunTag(key, _tag_value(key, value)) for key, value in tags.items()])
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         from mlflow.entities import Metric
@@ -147,37 +186,58 @@ class Tracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self._call("set_terminated", status=status)
+        if self.lost:  # the one note at the end; the warning itself came when the first record was lost
+            warn(f"{self.lost} MLflow record(s) of this run were not kept (see the warning above); the trained model and results are unaffected")
 
-    # --- outages --------------------------------------------------------------------------------
+    # --- outages: nothing here raises ----------------------------------------------------------
     def _call(self, method: str, **kwargs) -> None:
-        self.journal.append((method, kwargs))
+        if self.gone:
+            self.lost += 1
+            return
+        if not self.fell_back:
+            self.journal.append((method, kwargs))
         try:
             getattr(self.client, method)(run_id=self.run_id, **kwargs)
         except Exception as error:  # any store failure: never stop training for it
             if self.fell_back:
-                warn(f"MLflow fallback store {self.uri} failed too ({first_line(error)}): {method} not recorded")
-                return
-            self._fall_back(error)
+                self._lose(f"the MLflow fallback store {self.uri} failed too ({first_line(error)}): {method} not recorded")
+            else:
+                self._fall_back(error)
 
     def _fall_back(self, error: Exception) -> None:
         failed_uri, failed_run = self.uri, self.run_id
-        self.uri = local_store(self.fallback_folder, "mlflow-fallback.db")
-        self.client = _client(self.uri)
-        experiment_key = experiment_id(self.client, self.experiment, self.fallback_folder / "mlartifacts-fallback")
-        self.run_id = self.client.create_run(experiment_key, tags={"embedlab_fallback_of": f"{redact(failed_uri)} run {failed_run}"}).info.run_id
-        self.fell_back = True
+        uri = f"sqlite:///{self.fallback_folder}/{FALLBACK_DB}"
+        try:
+            uri = local_store(self.fallback_folder, FALLBACK_DB)
+            self.fallback_folder.mkdir(parents=True, exist_ok=True)  # e.g. a Ray worker on another node
+            client = _client(uri)
+            experiment_key = experiment_id(client, self.experiment, self.fallback_folder / "mlartifacts-fallback")
+            run_id = client.create_run(experiment_key, tags={FALLBACK_TAG: f"{redact(failed_uri)} run {failed_run}"}).info.run_id
+        except Exception as fallback_error:  # a read-only or missing folder, a full disk, a broken store
+            self.gone, self.journal = True, []
+            self._lose(
+                f"MLflow tracking at {redact(failed_uri)} failed ({first_line(error)}) and so did the local fallback store "
+                f"{uri} ({first_line(fallback_error)}); training goes on, and this run's records from now on are not kept"
+            )
+            return
+        self.uri, self.client, self.run_id, self.fell_back = uri, client, run_id, True
         warn(
             f"MLflow tracking at {redact(failed_uri)} failed ({first_line(error)}); training goes on and the run's records "
             f"are in {self.uri} (run {self.run_id}): mlflow ui --backend-store-uri {self.uri}"
         )
-        for method, kwargs in self.journal:
-            self._call_without_journal(method, kwargs)
+        journal, self.journal = self.journal, []
+        for method, kwargs in journal:
+            try:
+                getattr(self.client, method)(run_id=self.run_id, **kwargs)
+            except Exception as replay_error:
+                self._lose(f"the MLflow fallback store {self.uri} failed ({first_line(replay_error)}): {method} not recorded")
 
-    def _call_without_journal(self, method: str, kwargs: dict) -> None:
-        try:
-            getattr(self.client, method)(run_id=self.run_id, **kwargs)
-        except Exception as error:
-            warn(f"MLflow fallback store {self.uri} failed ({first_line(error)}): {method} not recorded")
+    def _lose(self, message: str) -> None:
+        """Counts a record no store kept; only the first one is worth a warning."""
+        self.lost += 1
+        if not self.warned:
+            self.warned = True
+            warn(f"{message} (later losses are counted, not repeated)")
 
 
 class TrackingCallback:
@@ -194,9 +254,9 @@ class TrackingCallback:
 
 # --- what a run records ---------------------------------------------------------------------------
 def run_params(config: Config, loss, format_key: str) -> dict:
-    params = flatten(config.to_dict())
+    params = flatten(redact_config(config.to_dict()))  # before flattening: lists that flatten keeps whole are redacted too
     params.pop("search", None)
-    config_dict = getattr(loss, "get_config_dict", dict)()
+    config_dict = redact_config(getattr(loss, "get_config_dict", dict)())
     params.update({f"loss_config.{key}": value for key, value in config_dict.items()})
     params.update({"data_format": format_key, "model_name": config.model.name, "workers": config.distributed.workers or 1})
     params.update({f"version.{name}": _version(name) for name in LIBRARIES})
@@ -226,16 +286,69 @@ def flatten(raw, prefix: str = "") -> dict:
     return {prefix.rstrip("."): raw}
 
 
+def is_secret_key(name) -> bool:
+    """Whether a config key, param or tag name looks like it holds a credential (the rule is in the module docstring)."""
+    for segment in str(name).split("."):
+        words = [word.lower() for word in NAME_WORD.findall(segment)]
+        for index, word in enumerate(words):
+            before = words[index - 1] if index else None
+            if word == "token" and before in TOKENIZER_TOKENS:
+                continue
+            if word in SECRET_WORDS or (word == "key" and (len(words) == 1 or before in KEY_QUALIFIERS)):
+                return True
+    return False
+
+
 def redact(value: str) -> str:
-    """user:password@ in URIs becomes ***@."""
-    return URI_USERINFO.sub(r"\1***@", value)
+    """user:password@ in URIs becomes ***@; a secret-named query parameter (?token=...) becomes ***."""
+    text = URI_USERINFO.sub(r"\1***@", value)
+    return QUERY_PARAM.sub(lambda found: f"{found[1]}{found[2]}={MASK}" if is_secret_key(found[2]) and found[3] else found[0], text)
+
+
+def redact_config(raw: dict) -> dict:
+    """A deep copy of a config (or any YAML-like data) safe to write out: the value of every secret-named key,
+    at any depth and inside lists, becomes "***" (a null or empty one stays), and every string is `redact`ed."""
+    return _redacted(raw)
+
+
+def _redacted(value):
+    if isinstance(value, dict):
+        return {key: MASK if is_secret_key(key) and value[key] not in (None, "") else _redacted(value[key]) for key in value}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(item) for item in value]
+    if isinstance(value, str):
+        return redact(value)
+    return copy.deepcopy(value)
+
+
+def redact_text(text: str) -> str:
+    """Free text (a model card, a YAML or JSON file): URIs and query strings as `redact`, and the value of
+    every secret-named `"name": value` (JSON) or `name: value` (YAML) pair."""
+
+    def pair(found: re.Match) -> str:
+        value = found[4].strip()
+        if not is_secret_key(found[2]) or value in ("null", "None", "~", '""', "''"):
+            return found[0]
+        return f'{found[1]}{found[2]}{found[1]}{found[3]}"{MASK}"'
+
+    def line(found: re.Match) -> str:
+        value = found[4].strip()
+        if not is_secret_key(found[2]) or value in ("null", "None", "~", '""', "''"):
+            return found[0]
+        return f"{found[1]}{found[2]}{found[3]}'{MASK}'"
+
+    return redact(YAML_PAIR.sub(line, TEXT_PAIR.sub(pair, text)))
 
 
 def _param_value(key: str, value) -> str:
-    if SECRET_KEY.search(key):
-        return "***"
+    if is_secret_key(key) and value not in (None, ""):
+        return MASK
     text = redact(str(value))
     return text[: MAX_PARAM_LENGTH - 3] + "..." if len(text) > MAX_PARAM_LENGTH else text
+
+
+def _tag_value(key: str, value) -> str:
+    return MASK if is_secret_key(key) and value not in (None, "") else redact(str(value))
 
 
 def _quoted(text: str) -> str:
@@ -250,8 +363,18 @@ def _version(name: str) -> str:
 
 
 def first_line(error: BaseException) -> str:
+    """The error's first line, with credentials in URIs masked (store errors quote the URL they called)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:300]
+    return redact(lines[0] if lines else type(error).__name__)[:300]
+
+
+def error_line(error: BaseException) -> str:
+    """The line that names an error: the last line of a traceback it quotes (a Ray worker's), else its type and first line."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return redact(lines[-1] if "Traceback" in text else f"{type(error).__name__}: {lines[0]}")[:500]
 
 
 def warn(message: str) -> None:
@@ -281,14 +404,66 @@ def start_run(config: Config, loss, format_key: str, primary_metric: str | None,
 
 
 def finish_run(tracker: Tracker | None, output_dir: Path, test_metrics: dict, step: int) -> None:
-    """Test metrics, the resolved config, the model folder and its card, then FINISHED."""
+    """Test metrics, the resolved config, the model folder and its card, then FINISHED. The config and the
+    card are logged as redacted copies, whatever the files in the output folder hold."""
     if tracker is None:
         return
+    output_dir = Path(output_dir)
+    model = output_dir / "model"
     tracker.log_metrics(test_metrics, step)
-    tracker.log_artifact(output_dir / "config.yaml")
-    tracker.log_artifact(output_dir / "model", "model")
-    tracker.log_artifact(output_dir / "model" / "README.md")
-    tracker.finish()
+    # The copies live until the run is finished; a record replayed into a fallback store after that finds them gone.
+    with tempfile.TemporaryDirectory(prefix="embedlab-redacted-") as scratch:
+        config = _redacted_copy(output_dir / "config.yaml", Path(scratch), _redact_yaml)
+        card = _redacted_copy(model / "README.md", Path(scratch), redact_text)
+        if config is not None:
+            tracker.log_artifact(config)
+        if model.is_dir():
+            for entry in sorted(model.iterdir()):  # the model folder, its card replaced by the redacted copy
+                if entry.name != "README.md":
+                    tracker.log_artifact(entry, f"model/{entry.name}" if entry.is_dir() else "model")
+        if card is not None:
+            tracker.log_artifact(card, "model")
+            tracker.log_artifact(card)
+        tracker.finish()
+
+
+def fail_run(tracker: Tracker | None, error: BaseException) -> None:
+    """Marks the run FAILED, with the error's line in the tag `embedlab_error`; KILLED for an interrupt
+    (KeyboardInterrupt) or a trial Tune stopped (SystemExit). Never raises, so callers can write
+    `except BaseException as error: fail_run(tracker, error); raise`."""
+    if tracker is None:
+        return
+    try:
+        stopped = isinstance(error, (KeyboardInterrupt, SystemExit))
+        tracker.log_tags({ERROR_TAG: f"stopped ({type(error).__name__})" if stopped else error_line(error)})
+        tracker.finish("KILLED" if stopped else "FAILED")
+    except Exception as problem:  # the run's own error matters more than its bookkeeping
+        warn(f"could not mark the MLflow run {tracker.run_id} as failed: {first_line(problem)}")
+
+
+def _redacted_copy(source: Path, folder: Path, redactor) -> Path | None:
+    """`folder/<source's name>` holding the redacted text of `source`; None (with a warning) if that cannot be made."""
+    if not source.is_file():
+        return None
+    try:
+        target = folder / source.name
+        target.write_text(redactor(source.read_text()))
+        return target
+    except Exception as error:
+        warn(f"{source} is not recorded in MLflow: could not write a redacted copy ({first_line(error)})")
+        return None
+
+
+def _redact_yaml(text: str) -> str:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return redact_text(text)
+    if not isinstance(raw, dict):
+        return redact_text(text)
+    return yaml.safe_dump(redact_config(raw), sort_keys=False)
 
 
 def end_stopped_children(parent: Tracker) -> None:

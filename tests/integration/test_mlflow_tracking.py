@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, sentence, write_config, write_jsonl
@@ -80,8 +82,10 @@ def _config(tmp_path, model_path, data, name, **sections):
     )
 
 
-def test_a_train_run_records_params_metrics_with_steps_and_a_loadable_model(server, tmp_path, tiny_model_path, data):
-    config = _config(tmp_path, tiny_model_path, data, "train", tracking={"uri": server.uri, "experiment": "tiny"})
+def test_a_train_run_records_params_metrics_with_steps_and_a_loadable_model(server, tmp_path, tiny_model_path, data, capsys):
+    # Credentials in the tracking URI (the server has no auth and ignores them) must reach no param, tag or artifact.
+    secret_uri = server.uri.replace("http://", "http://alice:s3cret@")
+    config = _config(tmp_path, tiny_model_path, data, "train", tracking={"uri": secret_uri, "experiment": "tiny"})
     assert main(["train", str(config)]) == 0
 
     client = MlflowClient(server.uri)
@@ -94,6 +98,11 @@ def test_a_train_run_records_params_metrics_with_steps_and_a_loadable_model(serv
     assert [m.step for m in client.get_metric_history(found.info.run_id, "train_loss")] == [2, 4]
     assert [m.step for m in client.get_metric_history(found.info.run_id, "test_spearman_cosine")] == [0, 4]  # before, after
     assert {"config.yaml", "model", "README.md"} <= {artifact.path for artifact in client.list_artifacts(found.info.run_id)}
+    assert params["tracking.uri"] == server.uri.replace("http://", "http://***@")
+    logged = Path(client.download_artifacts(found.info.run_id, "config.yaml", str(tmp_path / "logged")))
+    assert yaml.safe_load(logged.read_text())["tracking"]["uri"] == params["tracking.uri"]
+    stored = [*params.values(), *found.data.tags.values(), logged.read_text()]
+    assert not [text for text in stored if "s3cret" in text] and "s3cret" not in capsys.readouterr().err
 
     downloaded = client.download_artifacts(found.info.run_id, "model", str(tmp_path / "downloaded"))
     texts = ["a man plays the guitar", "the dog runs in the park"]
