@@ -83,10 +83,13 @@ def _short_number(text: str) -> str:
 def cmd_formats(args) -> None:
     from embedlab.config import DataSource
     from embedlab.data import load_with_format
-    from embedlab.formats import losses_for
+    from embedlab.formats import MetadataColumnsError, losses_for
 
     source = DataSource(path=args.path, columns=args.columns, label_column=args.label_column, format=args.format)
-    dataset, detected = load_with_format(source)
+    try:
+        dataset, detected = load_with_format(source)
+    except MetadataColumnsError as error:  # name this command's flags, not the config keys
+        raise EmbedlabError(error.with_flags()) from None
     print(f"format:        {detected.format.key} ({detected.format.title})")
     print(f"rows:          {detected.num_rows}")
     print(f"input columns: {', '.join(detected.input_columns)}")

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from embedlab.config import DataSource
 from embedlab.errors import EmbedlabError
-from embedlab.formats import BINARY, CLASS, DetectedFormat, detect_format
+from embedlab.formats import BINARY, CLASS, DetectedFormat, check_for_metadata_columns, detect_format
 
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
@@ -60,7 +60,7 @@ def _check_text_head(path: Path, suffix: str, head: bytes) -> None:
         return
     lines = head.decode("utf-8-sig", errors="replace").splitlines()[:6]  # the header and a few rows
     own, other, other_suffix = ("\t", ",", ".csv") if suffix == ".tsv" else (",", "\t", ".tsv")
-    if lines and own not in lines[0] and other in lines[0] and all(other in line for line in lines[1:]):
+    if lines and own not in lines[0] and other in lines[0] and all(other in line for line in lines[1:] if line):
         columns = ", ".join(name.strip().strip('"') for name in lines[0].split(other))
         raise EmbedlabError(
             f"data file '{path}' looks {SEPARATOR_NAMES[other]}-separated (columns {columns}), but a {suffix} file is read "
@@ -73,7 +73,7 @@ SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
 
 def _raise_if_not_utf8(path: Path, head: bytes) -> None:
     """A one-line error saying what a file that is not UTF-8 looks like and how to re-save it."""
-    decoder, offset, lines = codecs.getincrementaldecoder("utf-8-sig")(), 0, 1
+    decoder, lines = codecs.getincrementaldecoder("utf-8-sig")(), 1
     with path.open("rb") as file:
         while chunk := file.read(1 << 20):
             try:
@@ -82,12 +82,13 @@ def _raise_if_not_utf8(path: Path, head: bytes) -> None:
                 start = error.start - (len(error.object) - len(chunk))  # the decoder may hold bytes of the last chunk
                 bad, line = error.object[error.start], lines + chunk[: max(start, 0)].count(b"\n")
                 break
-            offset, lines = offset + len(chunk), lines + chunk.count(b"\n")
+            lines += chunk.count(b"\n")
         else:
             return  # it is UTF-8 after all
     fixed = path.with_name(f"{path.stem}.utf8{path.suffix}")
     prefix = f"data file '{path}' is not UTF-8 text"
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or max(head[0::2].count(0), head[1::2].count(0)) > len(head) / 4:
+    zeros = sorted((head[0::2].count(0), head[1::2].count(0)))  # UTF-16 ASCII: a NUL in every other byte, at one parity
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or zeros[1] > len(head) / 4 > 25 * zeros[0]:
         raise EmbedlabError(f"{prefix}: it is UTF-16 text: re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8 {path} > {fixed}`")
     if head.startswith(b"PAR1"):
         raise EmbedlabError(f"{prefix}: it looks like a Parquet file: rename it to .parquet")

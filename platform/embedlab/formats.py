@@ -133,6 +133,87 @@ def _unlabeled_pair_format(first: list[str], second: list[str]) -> DataFormat:
     return FORMATS_BY_KEY["anchor_positive_pairs"]
 
 
+class MetadataColumnsError(EmbedlabError):
+    """The inputs would include metadata (tags, ids, numbers) next to text columns. It carries the likely
+    columns so that each caller names its own way to select them: the CLI its flags, a config its keys."""
+
+    def __init__(self, problem: str, columns: list[str], label_column: str | None, name_label: bool, where: str | None = None):
+        self.problem, self.columns, self.label_column, self.name_label = problem, columns, label_column, name_label
+        super().__init__(self.with_config_key(where))
+
+    def with_flags(self) -> str:
+        label = f" --label-column {self.label_column}" if self.name_label else ""
+        return f"{self.problem}: select the columns you train on with --columns {','.join(self.columns)}{label}"
+
+    def with_config_key(self, where: str | None = None) -> str:
+        """`where` is the data source's config key; without it the message names data.train and evaluators."""
+        key = where or "data.train"
+        keys = f"`{key}.columns: [{', '.join(self.columns)}]`"
+        if self.name_label:
+            keys += f" and `{key}.label_column: {self.label_column}`"
+        other = "" if where else " (`evaluators.N.data.columns` for an evaluator's data)"
+        return f"{self.problem}: select the columns you train on with {keys}{other}"
+
+
+TEXT, TAG, NUMBER, OTHER = "text", "tag", "number", "other"
+
+
+def _column_kind(values: list) -> str:
+    """TEXT: mostly several words; TAG: (nearly) all single tokens, like genre, source, filename or id;
+    NUMBER; OTHER: lists, mixed types, or strings in between (short queries, say): left alone."""
+    values = [value for value in values if value is not None]
+    if values and all(isinstance(value, (int, float)) for value in values):
+        return NUMBER
+    if not values or not all(isinstance(value, str) for value in values):
+        return OTHER
+    if all(_parses_as_number(value) for value in values):
+        return NUMBER
+    several_words = sum(len(value.split()) > 1 for value in values) / len(values)
+    return TEXT if several_words >= 0.5 else TAG if several_words <= 0.1 else OTHER
+
+
+def _likely_labels(columns: list[str], kinds: dict[str, str], sample: dict) -> list[str]:
+    """Label-named columns; else numeric ones that look like scores (floats) or class ids (small, repeated
+    integers; not years, not row ids), scores first."""
+    named = [name for name in columns if name in LABEL_COLUMN_NAMES]
+    if named:
+        return named
+    numbers = {name: [float(value) for value in sample[name] if value is not None] for name in columns if kinds[name] == NUMBER}
+    scores = [name for name, values in numbers.items() if not all(value.is_integer() for value in values)]
+    classes = [
+        name for name, values in numbers.items()
+        if name not in scores and all(0 <= value < 1000 for value in values) and len(set(values)) < len(values)
+    ]
+    return scores + classes
+
+
+def check_for_metadata_columns(dataset, label_column: str | None = None, where: str | None = None, name: str = "the data") -> None:
+    """Stops when columns that would become inputs hold metadata (tags, ids, numbers) or a second label next to
+    text columns, as STSb's genre and source: the error names the likely text and label columns to select.
+    For data whose columns the user has not chosen; `where` is the data source's config key."""
+    columns = list(dataset.column_names)
+    if label_column is not None and label_column not in columns:
+        return  # detect_format names the missing column
+    sample = dataset[:200]  # a sample: columns are typed
+    kinds = {column: _column_kind(sample[column]) for column in columns}
+    labels = [label_column] if label_column else _likely_labels(columns, kinds, sample)
+    label, other_labels = (labels[0], labels[1:]) if labels else (None, [])
+    metadata = [column for column in columns if column not in labels and kinds[column] in (TAG, NUMBER)]
+    text = [column for column in columns if column not in labels and column not in metadata]
+    if not (metadata or other_labels) or not any(kinds[column] == TEXT for column in text):
+        return
+    found = []
+    if metadata:
+        found.append(f"columns that look like metadata (tags, ids or numbers), not text: {', '.join(metadata)}")
+    if other_labels:
+        found.append(f"more than one label column ({', '.join(labels)})")
+    problem = f"{name} has {' and '.join(found)}; the likely text columns are {', '.join(text)}"
+    if label:
+        problem += f" and the label column {label}" + (f" (or {', '.join(other_labels)})" if other_labels else "")
+    name_label = label is not None and label_column is None and label not in LABEL_COLUMN_NAMES
+    raise MetadataColumnsError(problem, text + ([label] if label else []), label, name_label, where)
+
+
 def detect_format(dataset, label_column: str | None = None, format_key: str | None = None) -> DetectedFormat:
     """Reads a `datasets.Dataset`'s format; `format_key` overrides detection where the structure allows."""
     columns = list(dataset.column_names)

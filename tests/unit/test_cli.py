@@ -101,3 +101,30 @@ def test_evaluate_command(capsys, tiny_model_path, score_pairs_file, tmp_path):
     assert code == 2 and "TripletEvaluator does not suit evaluation data" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run(capsys, "evaluate", str(tmp_path / "nothing"), str(score_pairs_file))
     assert code == 2 and "does not exist" in err
+
+
+def _one_error_line(err: str) -> str:
+    assert len(err.strip().splitlines()) == 1 and err.startswith("embedlab: error: "), err
+    return err.strip()
+
+
+def test_formats_on_a_file_with_metadata_columns_names_the_flag_to_select_them(capsys):
+    code, _, err = _run(capsys, "formats", str(REPO / "experiments/data/stsb/train.tsv"))
+    assert code == 2
+    line = _one_error_line(err)
+    assert "genre, source" in line and "text columns are sentence1, sentence2" in line and line.endswith("--columns sentence1,sentence2,score")
+
+
+def test_train_on_a_file_with_metadata_columns_names_the_config_key(tmp_path, capsys, tiny_model_path):
+    config = write_config(tmp_path / "c.yaml", tiny_model_path, REPO / "experiments/data/stsb/train.tsv", tmp_path / "out")
+    code, _, err = _run(capsys, "train", str(config))
+    assert code == 2 and "`data.train.columns: [sentence1, sentence2, score]`" in _one_error_line(err)
+
+
+def test_formats_on_a_latin1_or_wrongly_named_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "latin.jsonl").write_bytes('{"sentence1": "un caf\xe9", "sentence2": "a coffee", "score": 0.5}\n'.encode("latin-1"))
+    code, _, err = _run(capsys, "formats", str(tmp_path / "latin.jsonl"))
+    assert code == 2 and "not UTF-8 text" in _one_error_line(err) and "iconv -f latin1 -t utf-8" in err
+    (tmp_path / "commas.tsv").write_text("sentence1,sentence2,score\na man eats,a man is eating,0.5\n")
+    code, _, err = _run(capsys, "formats", str(tmp_path / "commas.tsv"))
+    assert code == 2 and "comma-separated (columns sentence1, sentence2, score)" in _one_error_line(err) and "rename it to .csv" in err

@@ -1,3 +1,5 @@
+import json
+
 import datasets
 import pyarrow as pa
 import pyarrow.parquet
@@ -105,3 +107,65 @@ def test_no_duplicates_sampler_never_repeats_a_text_in_a_batch():
     for batch in batches:
         texts = [anchors[i] for i in batch] + [positives[i] for i in batch]
         assert len(texts) == len(set(texts))
+
+
+def test_metadata_columns_are_an_error_that_names_the_config_key(tmp_path):
+    path = tmp_path / "stsb.tsv"
+    path.write_text("genre\tsentence1\tsentence2\tscore\tyear\nmain-news\ta man eats\ta man is eating\t0.9\t2012\nmain-forums\ta dog runs\ta cat sleeps\t0.1\t2013\n")
+    with pytest.raises(EmbedlabError, match=r"genre, year; .*`data\.train\.columns: \[sentence1, sentence2, score\]`"):
+        load_with_format(DataSource(str(path)))
+    with pytest.raises(EmbedlabError, match=r"`evaluators\.0\.data\.columns: \[sentence1, sentence2, score\]`"):
+        load_with_format(DataSource(str(path)), where="evaluators.0.data")
+    assert load_with_format(DataSource(str(path), columns=["sentence1", "sentence2", "score"]))[1].format.key == "pair_score"
+
+
+def test_every_shipped_config_data_source_loads():
+    from conftest import REPO
+    from embedlab.config import load_config
+
+    configs = sorted((REPO / "experiments").glob("configs/*.yaml")) + sorted((REPO / "experiments").glob("sweeps/*.yaml"))
+    assert configs
+    for path in configs:
+        config = load_config(path)
+        for source in [config.data.train] + [entry.data for entry in config.evaluators + config.test_evaluators]:
+            source.path = str(REPO / source.path)
+            source.limit = 64  # the columns and format, not the size, are under test
+            load_with_format(source)
+
+
+LATIN1 = "sentence1,sentence2,score\n" + "a man eats,a man is eating,0.5\n" * 3000 + "un caf\xe9 noir,a black coffee,0.7\n"  # the bad byte far in
+
+
+@pytest.mark.parametrize("name", ["latin.csv", "latin.tsv", "latin.jsonl"])
+def test_latin1_file_is_a_one_line_error_saying_to_resave_as_utf8(tmp_path, name):
+    text = LATIN1.replace(",", "\t") if name.endswith(".tsv") else LATIN1
+    if name.endswith(".jsonl"):
+        rows = [line.split(",") for line in LATIN1.splitlines()[1:]]
+        text = "".join(json.dumps({"sentence1": a, "sentence2": b, "score": float(s)}, ensure_ascii=False) + "\n" for a, b, s in rows)
+    (tmp_path / name).write_bytes(text.encode("latin-1"))
+    with pytest.raises(EmbedlabError, match=r"is not UTF-8 text .*byte 0xe9 on line \d+.*Latin-1.*iconv -f latin1 -t utf-8") as caught:
+        load_with_format(DataSource(str(tmp_path / name)))
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_binary_and_utf16_files_say_what_they_look_like(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    (tmp_path / "noise.csv").write_bytes(bytes(rng.randrange(256) for _ in range(4000)))
+    with pytest.raises(EmbedlabError, match="looks binary"):
+        load_data(DataSource(str(tmp_path / "noise.csv")))
+    (tmp_path / "wide.tsv").write_bytes("sentence1\tsentence2\tscore\na b\tc d\t0.5\n".encode("utf-16"))
+    with pytest.raises(EmbedlabError, match="UTF-16 text.*iconv -f utf-16 -t utf-8"):
+        load_data(DataSource(str(tmp_path / "wide.tsv")))
+
+
+def test_a_file_with_the_other_separator_than_its_name_says_is_an_error(tmp_path):
+    (tmp_path / "commas.tsv").write_text("sentence1,sentence2,score\na man eats,a man is eating,0.5\n")
+    with pytest.raises(EmbedlabError, match=r"looks comma-separated \(columns sentence1, sentence2, score\).*rename it to \.csv"):
+        load_data(DataSource(str(tmp_path / "commas.tsv")))
+    (tmp_path / "tabs.csv").write_text("sentence1\tsentence2\tscore\na man, eating\ta man eats\t0.5\n")
+    with pytest.raises(EmbedlabError, match=r"looks tab-separated \(columns sentence1, sentence2, score\).*rename it to \.tsv"):
+        load_data(DataSource(str(tmp_path / "tabs.csv")))
+    (tmp_path / "one.tsv").write_text("text\na man, eating\nthe sky, blue\n")  # one column whose texts hold commas: fine
+    assert load_data(DataSource(str(tmp_path / "one.tsv")))["text"] == ["a man, eating", "the sky, blue"]

@@ -2,7 +2,13 @@ import datasets
 import pytest
 
 from embedlab import EmbedlabError
-from embedlab.formats import FORMATS, detect_format, losses_for
+from embedlab.formats import (
+    FORMATS,
+    MetadataColumnsError,
+    check_for_metadata_columns,
+    detect_format,
+    losses_for,
+)
 
 
 def _data(**columns) -> datasets.Dataset:
@@ -72,10 +78,68 @@ def test_bad_labels_are_one_line_errors():
         detect_format(_data(sentence1=A, sentence2=B, genre=C, label=[0, 1, 2]))
 
 
-def test_losses_for_comes_from_loss_declarations():
-    from embedlab.losses import CATALOGUE
+# The format -> losses table of DESIGN.md ("Data formats"), written out: the catalogue's declarations must give it.
+DESIGN_TABLE = {
+    "sentence_class": {"BatchAllTripletLoss", "BatchHardSoftMarginTripletLoss", "BatchHardTripletLoss", "BatchSemiHardTripletLoss"},
+    "single_sentences": {"ContrastiveTensionLoss", "DenoisingAutoEncoderLoss"},
+    "anchor_anchor_pairs": {"ContrastiveTensionLossInBatchNegatives"},
+    "damaged_original_pairs": {"DenoisingAutoEncoderLoss"},
+    "pair_class": {"SoftmaxLoss"},
+    "anchor_positive_pairs": {
+        "MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss", "MultipleNegativesSymmetricRankingLoss",
+        "CachedMultipleNegativesSymmetricRankingLoss", "MegaBatchMarginLoss", "GISTEmbedLoss", "CachedGISTEmbedLoss",
+    },
+    "pair_binary": {"ContrastiveLoss", "OnlineContrastiveLoss"},
+    "pair_score": {"CoSENTLoss", "AnglELoss", "CosineSimilarityLoss"},
+    "triplets": {"MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss", "TripletLoss", "CachedGISTEmbedLoss", "GISTEmbedLoss"},
+    "n_tuples": {"MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss", "CachedGISTEmbedLoss"},
+    "teacher_embedding": {"MSELoss"},
+    "query_passage_margin": {"MarginMSELoss"},
+}
+# ContrastiveTensionLossInBatchNegatives also declares single sentences (it reads only the first column), which
+# the DESIGN table (and the sentence-transformers overview) do not list: an open question, not fixed here.
+DESIGN_DISAGREES = {"single_sentences"}
 
-    assert "CoSENTLoss" in losses_for("pair_score")
-    assert "MultipleNegativesRankingLoss" in losses_for("triplets")
-    for key in CASES:
-        assert losses_for(key) == [name for name, cls in CATALOGUE.items() if key in cls.formats]
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(key, marks=pytest.mark.xfail(strict=True, reason="catalogue and DESIGN table disagree")) if key in DESIGN_DISAGREES else key
+        for key in DESIGN_TABLE
+    ],
+)
+def test_losses_for_gives_the_design_table(key):
+    assert list(DESIGN_TABLE) == [data_format.key for data_format in FORMATS]
+    names = losses_for(key)
+    assert len(names) == len(set(names)) and set(names) == DESIGN_TABLE[key]
+
+
+WORDS = ["main-captions", "main-news", "main-forums"]  # STSb's genre column: tags, not sentences
+
+
+def test_metadata_columns_next_to_text_are_an_error_naming_the_columns_to_select():
+    data = _data(genre=WORDS, sentence1=A, sentence2=B, score=[0.1, 0.2, 0.3], year=[2012, 2013, 2012], source=["MSRvid"] * 3)
+    with pytest.raises(MetadataColumnsError) as caught:
+        check_for_metadata_columns(data, name="data 'stsb.tsv'")
+    error = caught.value
+    assert error.columns == ["sentence1", "sentence2", "score"]
+    assert "genre, year, source" in str(error) and "data.train.columns: [sentence1, sentence2, score]" in str(error)
+    assert error.with_flags().endswith("--columns sentence1,sentence2,score")
+    assert "evaluators.0.data.columns: [sentence1, sentence2, score]" in error.with_config_key("evaluators.0.data")
+    assert len(str(error).splitlines()) == 1
+
+
+def test_metadata_check_suggests_a_numeric_label_by_name_when_none_is_named_label():
+    data = _data(id=[1, 2, 3], sentence1=A, sentence2=B, similarity=[0.5, 0.25, 0.75])
+    with pytest.raises(MetadataColumnsError) as caught:
+        check_for_metadata_columns(data)
+    assert caught.value.with_flags().endswith("--columns sentence1,sentence2,similarity --label-column similarity")
+    with pytest.raises(MetadataColumnsError, match=r"the label column score \(or label\)"):  # SICK: two label columns
+        check_for_metadata_columns(_data(sentence1=A, sentence2=B, score=[0.1, 0.2, 0.3], label=["NEUTRAL", "ENTAILMENT", "NEUTRAL"]))
+
+
+def test_clean_data_passes_the_metadata_check():
+    for data in CASES.values():
+        check_for_metadata_columns(data)
+    check_for_metadata_columns(_data(query=["q1", "q2", "q3"], doc=["d1", "d2", "d3"]))  # short texts, but no long ones next to them
+    check_for_metadata_columns(_data(sentence1=A, genre=WORDS), label_column="genre")  # the label the user named
