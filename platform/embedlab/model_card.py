@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from embedlab.config import Config
+from embedlab.tracking import redact_text
 
 # The card shows how to load the model with sentence-transformers; embedlab itself never imports it.
 USAGE_IMPORT = "from " + "sentence_transformers import SentenceTransformer"
@@ -71,5 +72,5 @@ embeddings = model.encode(["A man is eating food.", "Someone is eating."])
 {chr(10).join(f"```bibtex{chr(10)}{citation}{chr(10)}```" for citation in citations) or "-"}
 """
     path = Path(model_dir) / "README.md"
-    path.write_text(text)
+    path.write_text(redact_text(text))  # a model folder is shared: no credentials from URIs or params in it
     return path

@@ -37,7 +37,6 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     (e.g. Tune's TuneReportCallback, when a sweep's trial runs a TorchTrainer). The driver opens the
     MLflow run and records params and artifacts; rank 0 records the metrics into it."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     config = prepared.config
     distributed = config.distributed
@@ -56,10 +55,35 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
         start_over(Path(config.output_dir))
     loss_line = f"{config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
     tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
+    with run.failing_run(tracker):
+        trainer = torch_trainer(prepared, tracker, storage_path, ray_run_name, callbacks)
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as error:
+            raise EmbedlabError(
+                f"training failed on the Ray workers after {distributed.max_failures} restart(s): {_first_line(error)}; "
+                f"rerun the same command to resume from the last checkpoint in {storage_path}/{ray_run_name}"
+            ) from None
+        if WORKER_ERROR in result.metrics:  # a mistake in the input, found on the workers: not worth a retry
+            raise EmbedlabError(result.metrics[WORKER_ERROR])
+        output_dir = Path(config.output_dir)
+        with result.checkpoint.as_directory() as folder:
+            copy_files(RESULT_FILES, Path(folder), output_dir)
+        final = {key: value for key, value in result.metrics.items() if key != "step"}
+        trained = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
+        return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
+
+
+def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_name: str, callbacks):
+    """The TorchTrainer of a run: its workers, checkpoint policy (scored by the first evaluator), restarts."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    config, distributed = prepared.config, prepared.config.distributed
     scored_by = prepared.evaluators[0] if prepared.evaluators else None
 
     resources = {"CPU": distributed.cpus_per_worker, **({"GPU": 1} if distributed.use_gpu else {})}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
             "config": with_absolute_paths(config).to_dict(),
@@ -81,22 +105,6 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
             callbacks=list(callbacks),
         ),
     )
-    with run.failing_run(tracker):
-        try:
-            result = trainer.fit()
-        except ray.train.TrainingFailedError as error:
-            raise EmbedlabError(
-                f"training failed on the Ray workers after {distributed.max_failures} restart(s): {_first_line(error)}; "
-                f"rerun the same command to resume from the last checkpoint in {storage_path}/{ray_run_name}"
-            ) from None
-        if WORKER_ERROR in result.metrics:  # a mistake in the input, found on the workers: not worth a retry
-            raise EmbedlabError(result.metrics[WORKER_ERROR])
-        output_dir = Path(config.output_dir)
-        with result.checkpoint.as_directory() as folder:
-            copy_files(RESULT_FILES, Path(folder), output_dir)
-        final = {key: value for key, value in result.metrics.items() if key != "step"}
-        trained = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
-        return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
 
 
 def run_name_in_storage(output_dir: str, fingerprint: str) -> str:

@@ -44,11 +44,11 @@ class Prepared:
 def prepare(config: Config, device: str | None = None, identity: dict | None = None) -> Prepared:
     """Checks and loads everything a run needs, writing nothing. A Ray worker passes the `identity` the
     driver computed (and checked against the output folder)."""
-    dataset, detected = load_with_format(config.data.train)
+    dataset, detected = load_with_format(config.data.train, where="data.train")
     check_format(get_loss_class(config.loss.name), detected)
     resolve_model_path(config.model.name)  # a wrong path fails before slower work
-    evaluators = [build_evaluator(entry) for entry in config.evaluators]
-    test_evaluators = [build_evaluator(entry) for entry in config.test_evaluators]
+    evaluators = [build_evaluator(entry, where=f"evaluators.{index}") for index, entry in enumerate(config.evaluators)]
+    test_evaluators = [build_evaluator(entry, where=f"test_evaluators.{index}") for index, entry in enumerate(config.test_evaluators)]
     check_distributed(config)
     model = EmbeddingModel(config.model.name, device=device, trust_remote_code=config.model.trust_remote_code)
     if config.model.max_seq_length:

@@ -45,8 +45,9 @@ __all__ = [
 ]
 
 
-def build_evaluator(config: EvaluatorConfig, show_progress_bar: bool = False):
-    dataset, detected = load_with_format(config.data)
+def build_evaluator(config: EvaluatorConfig, show_progress_bar: bool = False, where: str | None = None):
+    """`where`: the entry's config key (evaluators.0), named in errors about its data's columns."""
+    dataset, detected = load_with_format(config.data, where=where and f"{where}.data")
     return evaluator_for(dataset, detected, config.type, config.name, config.batch_size, config.params, show_progress_bar, where=config.data.path)
 
 
