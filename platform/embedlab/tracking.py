@@ -90,8 +90,6 @@ def resolve_uri(config: Config, parent: dict | None = None) -> str | None:
     tracking = config.tracking
     if tracking.mode == "off":
         return None
-    if tracking.mode not in ("required", "optional"):
-        raise EmbedlabError(f"tracking.mode must be required, optional or off, got '{tracking.mode}'")
     uri = tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store(Path(config.output_dir))
     if not uri.startswith(("http://", "https://")):
         return uri
