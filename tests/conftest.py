@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny random BERT (built from a config with a small generated vocabulary) and small
 data files of each format, so unit tests run in seconds without any model download."""
 
+import importlib
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -13,6 +15,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 WORDS = ["a", "an", "the", "man", "woman", "child", "dog", "cat", "bird", "horse", "car", "plane", "train", "boat", "guitar", "piano", "flute", "ball", "food", "is", "are", "was", "plays", "playing", "eats", "eating", "rides", "riding", "runs", "running", "sits", "sitting", "walks", "walking", "drives", "on", "in", "at", "with", "near", "under", "over", "by", "of", "to", "and", "or", "not", "no", "some", "two", "three", "big", "small", "red", "blue", "green", "old", "young", "happy", "sad", "fast", "slow", "street", "park", "beach", "water", "field", "house", "kitchen", "table", "road", "sky", "what", "where", "who", "how", "why", "when", "capital", "country", "city", "paris", "france", "river", "mountain", "question", "answer"]
+
+
+def require_reference(module_name: str):
+    """Imports a test-only reference library (e.g. sentence_transformers, which parity tests compare
+    against) and returns it. When it is missing the test is skipped, except in CI (environment variable CI
+    set to any non-empty value), where it fails: a CI run must not pass by skipping every parity test.
+    Works at module level too (then the whole module is skipped, or fails to collect in CI)."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        message = f"reference library {module_name!r} is not importable ({error}); install the dev extra"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}. CI is set, so a missing reference is a failure, not a skip", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
 
 
 def build_tiny_model(path: Path, seed: int = 0) -> Path:

@@ -3,6 +3,7 @@
 import datasets
 import pytest
 
+from conftest import require_reference
 from embedlab import EmbeddingModel, EmbedlabError
 from embedlab.evaluation import (
     BinaryClassificationEvaluator,
@@ -30,8 +31,23 @@ def _assert_same_metrics(ours: dict, expected: dict) -> None:
 
 @pytest.fixture
 def both_models(tiny_model_path):
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    sentence_transformers = require_reference("sentence_transformers")
     return EmbeddingModel(str(tiny_model_path), device="cpu"), sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu")
+
+
+@pytest.mark.parametrize("ci", [None, "", "true", "1"])
+def test_require_reference_fails_in_ci_and_skips_elsewhere(monkeypatch, ci):
+    """A missing reference library skips a parity test locally, but fails it when CI is set (non-empty)."""
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    missing = "embedlab_no_such_reference_library"
+    with pytest.raises(pytest.fail.Exception if ci else pytest.skip.Exception, match=missing):
+        require_reference(missing)
+    import json
+
+    assert require_reference("json") is json  # present: the module itself, CI or not
 
 
 @pytest.mark.parametrize("similarity_fn_names", [None, ALL])

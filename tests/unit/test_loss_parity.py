@@ -1,13 +1,17 @@
-"""Loss values and the gradients of every parameter match sentence-transformers (dev extra), rtol 1e-4."""
+"""Loss values and the gradients of every parameter match sentence-transformers (a test-only reference,
+dev extra), in float64 with tolerances a few orders above float64 rounding."""
+
+import re
 
 import pytest
 import torch
 
+from conftest import require_reference
 from embedlab import EmbeddingModel, similarity
 from embedlab import losses as our_losses
 from embedlab.losses import distances
 
-sentence_transformers = pytest.importorskip("sentence_transformers")
+sentence_transformers = require_reference("sentence_transformers")
 from sentence_transformers import losses as st_losses  # noqa: E402
 from sentence_transformers import util as st_util  # noqa: E402
 
@@ -90,7 +94,9 @@ CASES = [
     ("MarginMSELoss", {}, {}, [A, B, C], MARGINS),
     ("MarginMSELoss", {"similarity_fct": similarity.pairwise_cos_sim}, {"similarity_fct": st_util.pairwise_cos_sim}, [A, B, C], MARGINS),
     ("GISTEmbedLoss", {"guide": "GUIDE"}, {"guide": "GUIDE"}, [A, B], None),
-    ("GISTEmbedLoss", {"guide": "GUIDE", "temperature": 0.05, "margin_strategy": "relative", "margin": 0.1, "contrast_anchors": False}, {"guide": "GUIDE", "temperature": 0.05, "margin_strategy": "relative", "margin": 0.1, "contrast_anchors": False}, [A, B, C], None),
+    # margin 0.01: at 0.1 the relative margin masked every negative (the tiny models rate all pairs > 0.9
+    # similar), so the loss was exactly 0 with zero gradients on both sides and the case could not fail.
+    ("GISTEmbedLoss", {"guide": "GUIDE", "temperature": 0.05, "margin_strategy": "relative", "margin": 0.01, "contrast_anchors": False}, {"guide": "GUIDE", "temperature": 0.05, "margin_strategy": "relative", "margin": 0.01, "contrast_anchors": False}, [A, B, C], None),
     ("CachedGISTEmbedLoss", {"guide": "GUIDE", "mini_batch_size": 2}, {"guide": "GUIDE", "mini_batch_size": 2}, [A, B, C], None),
     ("CachedGISTEmbedLoss", {"guide": "GUIDE", "margin": 0.05, "contrast_positives": False}, {"guide": "GUIDE", "margin": 0.05, "contrast_positives": False}, [A, B], None),
     ("ContrastiveTensionLoss", {}, {}, [A, A[:2] + B[2:]], None),
@@ -99,51 +105,6 @@ CASES = [
     ("ContrastiveTensionLossInBatchNegatives", {}, {}, [A, A], None),
     ("ContrastiveTensionLossInBatchNegatives", {"scale": 5.0, "similarity_fct": similarity.dot_score}, {"scale": 5.0, "similarity_fct": st_util.dot_score}, [A, A], None),
 ]
-
-
-def _copy_loss_heads(ours, reference) -> None:
-    """Heads that start random (SoftmaxLoss's classifier, TSDAE's cross-attention) start equal on both sides."""
-    for head in ("classifier", "decoder"):
-        if hasattr(ours, head):
-            getattr(ours, head).load_state_dict(getattr(reference, head).state_dict())
-
-
-def loss_and_gradients(loss, model, columns, labels, rename=lambda name: name):
-    model.eval()  # no dropout: both sides see identical activations
-    for module in getattr(loss, "model1", model).modules():  # Contrastive Tension's second copy too
-        module.eval()
-    features = [model.tokenize(column) for column in columns]
-    label_tensor = torch.tensor(labels) if labels is not None else None
-    value = loss(features, label_tensor)
-    value.backward()
-    gradients = {rename(name): parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
-    return value.detach(), gradients
-
-
-@pytest.mark.parametrize(("name", "ours", "reference", "columns", "labels"), CASES, ids=[f"{case[0]}-{i}" for i, case in enumerate(CASES)])
-def test_loss_and_gradients_match_sentence_transformers(tiny_model_path, tiny_guide_path, name, ours, reference, columns, labels):
-    our_model = EmbeddingModel(str(tiny_model_path), device="cpu")
-    st_model = sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu")
-    if ours.get("decoder_name_or_path") == "GUIDE_PATH":  # TSDAE with a separate decoder
-        ours = {**ours, "decoder_name_or_path": str(tiny_guide_path)}
-        reference = {**reference, "decoder_name_or_path": str(tiny_guide_path)}
-    if ours.get("guide") == "GUIDE":  # GIST: the same guide weights on both sides, in eval mode
-        ours = {**ours, "guide": EmbeddingModel(str(tiny_guide_path), device="cpu")}
-        reference = {**reference, "guide": sentence_transformers.SentenceTransformer(str(tiny_guide_path), device="cpu").eval()}
-    reference_loss = getattr(st_losses, name)(st_model, **reference)
-    our_loss = getattr(our_losses, name)(our_model, **ours)
-    _copy_loss_heads(our_loss, reference_loss)
-    rename = lambda n: n.replace(".auto_model.", ".model.")  # noqa: E731
-    our_value, our_gradients = loss_and_gradients(our_loss, our_model, columns, labels, rename=rename)
-    st_value, st_gradients = loss_and_gradients(reference_loss, st_model, columns, labels)
-    torch.testing.assert_close(our_value, st_value, rtol=1e-4, atol=1e-6)
-    assert set(our_gradients) == set(st_gradients) and our_gradients
-    for parameter_name, gradient in our_gradients.items():
-        reference_gradient = st_gradients[parameter_name]
-        # rtol 1e-4, with an absolute floor at 1e-4 of the tensor's largest entry: summation order differs
-        # (e.g. embedding rows summed over tokens), which moves near-zero entries by ~1e-6 in float32 (and gradients that are zero in exact maths, such as attention key biases, are pure noise).
-        floor = max(1e-6, 1e-4 * reference_gradient.abs().max().item())
-        torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=floor, msg=parameter_name)
 
 
 # (modifier, its params, inner loss, inner params, columns, labels)
@@ -158,23 +119,129 @@ MODIFIER_CASES = [
     ("Matryoshka2dLoss", {"matryoshka_dims": [32, 16, 8], "n_dims_per_step": -1, "kl_temperature": 0.0}, "CoSENTLoss", {}, [A, B], [0.9, 0.1, 0.5, 0.5, 0.3]),
 ]
 
+# Tolerances, float64 (eps 2.2e-16). Both sides run the same torch kernels, so most cases agree bit for bit;
+# the cached (GradCache) losses and the Matryoshka modifiers sum in another order: measured at most 5e-16
+# relative on the loss and 7e-15 absolute on a gradient entry (of magnitude ~9). With rtol 1e-9 and atol
+# 1e-12 the worst entry uses < 0.1% of its tolerance, while a real change of maths moves values far more:
+# a default scale off by 1e-6 relative fails here (it passed the former float32 rtol 1e-4).
+RTOL, ATOL = 1e-9, 1e-12
+# Gradients that are zero in exact maths: attention key biases. Softmax over keys is invariant to adding
+# the same constant to every logit of a query, and a key bias adds q·b_k to all of them, so its true
+# gradient is 0 and what autograd returns is rounding noise (measured <= 8e-18 in float64, 2e-9 in float32).
+# Relative tolerance means nothing there: both sides must be below this absolute floor instead.
+ZERO_GRADIENT = re.compile(r"attention\.self\.key\.bias$")
+ZERO_FLOOR = {torch.float64: 1e-14, torch.float32: 1e-6}
+# A case must exercise the loss: some reference gradient above this (else it passes whatever the loss does).
+LIVE_GRADIENT = 1e-6
 
-@pytest.mark.parametrize(("modifier", "params", "inner", "inner_params", "columns", "labels"), MODIFIER_CASES, ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(MODIFIER_CASES)])
-def test_loss_modifiers_match_sentence_transformers(tiny_model_path, modifier, params, inner, inner_params, columns, labels):
+# Where embedlab differs from the reference in float64 (issue 12, reported, not fixed by this test).
+# Those cases run in float64 as strict xfails, so the fix turns them into XPASS failures and the entry
+# must go, and meanwhile in float32 at float32 tolerances, so their maths stays covered.
+FLOAT64_GAPS = {
+    "CoSENTLoss": "CoSENTLoss casts its scores to float32 (.float()); sentence-transformers upcasts only half precision",
+    "AnglELoss": "similarity.pairwise_angle_sim casts its inputs to float32 (.float()), then CoSENTLoss casts the scores",
+    "MegaBatchMarginLoss": "index_put of a float32 -inf into float64 scores raises RuntimeError",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matrices gain nothing from intra-op threads, and on a busy shared CPU the threads' barriers
+    make some float64 cases 10-50x slower; one thread here, restored for the rest of the session."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _precisions(cases, loss_names_of):
+    """pytest params: every case in float64; a case of a FLOAT64_GAPS loss as a strict xfail there, plus float32."""
+    params = []
+    for i, case in enumerate(cases):
+        gaps = [FLOAT64_GAPS[name] for name in loss_names_of(case) if name in FLOAT64_GAPS]
+        case_id = "-".join(loss_names_of(case)) + f"-{i}"
+        if not gaps:
+            params.append(pytest.param(*case, torch.float64, id=f"{case_id}-float64"))
+            continue
+        xfail = pytest.mark.xfail(strict=True, raises=(AssertionError, RuntimeError), reason="; ".join(gaps))
+        params.append(pytest.param(*case, torch.float64, id=f"{case_id}-float64", marks=xfail))
+        params.append(pytest.param(*case, torch.float32, id=f"{case_id}-float32"))
+    return params
+
+
+def _copy_loss_heads(ours, reference) -> None:
+    """Heads that start random (SoftmaxLoss's classifier, TSDAE's cross-attention) start equal on both sides."""
+    for head in ("classifier", "decoder"):
+        if hasattr(ours, head):
+            getattr(ours, head).load_state_dict(getattr(reference, head).state_dict())
+
+
+def loss_and_gradients(loss, model, columns, labels, dtype, rename=lambda name: name):
+    loss.to(dtype)  # the model, guide, heads and Contrastive Tension's second copy are submodules
+    model.eval()  # no dropout: both sides see identical activations
+    for module in loss.modules():
+        module.eval()
+    features = [model.tokenize(column) for column in columns]
+    label_tensor = torch.tensor(labels) if labels is not None else None
+    if label_tensor is not None and label_tensor.is_floating_point():
+        label_tensor = label_tensor.to(dtype)  # scores, teacher embeddings, margins: same precision as the model
+    value = loss(features, label_tensor)
+    value.backward()
+    gradients = {rename(name): parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
+    return value.detach(), gradients
+
+
+def assert_same_loss_and_gradients(ours, reference, dtype) -> None:
+    (our_value, our_gradients), (st_value, st_gradients) = ours, reference
+    assert torch.isfinite(st_value), st_value
+    assert set(our_gradients) == set(st_gradients) and our_gradients
+    assert max(g.abs().max().item() for g in st_gradients.values()) > LIVE_GRADIENT, "the case leaves every gradient ~0: it tests nothing"
+    if dtype == torch.float64:
+        torch.testing.assert_close(our_value, st_value, rtol=RTOL, atol=ATOL)
+    else:  # float32 (FLOAT64_GAPS only): rtol 1e-4, summation order moves near-zero entries by ~1e-6
+        torch.testing.assert_close(our_value, st_value, rtol=1e-4, atol=1e-6)
+    for name, gradient in our_gradients.items():
+        reference_gradient = st_gradients[name]
+        if ZERO_GRADIENT.search(name):
+            largest = max(gradient.abs().max().item(), reference_gradient.abs().max().item())
+            assert largest < ZERO_FLOOR[dtype], f"{name}: zero in exact maths, got {largest:.3g} (floor {ZERO_FLOOR[dtype]:g})"
+        elif dtype == torch.float64:
+            torch.testing.assert_close(gradient, reference_gradient, rtol=RTOL, atol=ATOL, msg=name)
+        else:  # float32: an absolute floor at 1e-4 of the tensor's largest entry (embedding rows summed over tokens)
+            floor = max(1e-6, 1e-4 * reference_gradient.abs().max().item())
+            torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=floor, msg=name)
+
+
+def _rename(name: str) -> str:
+    return name.replace(".auto_model.", ".model.")
+
+
+@pytest.mark.parametrize(("name", "ours", "reference", "columns", "labels", "dtype"), _precisions(CASES, lambda case: [case[0]]))
+def test_loss_and_gradients_match_sentence_transformers(tiny_model_path, tiny_guide_path, name, ours, reference, columns, labels, dtype):
+    our_model = EmbeddingModel(str(tiny_model_path), device="cpu").to(dtype)
+    st_model = sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu").to(dtype)
+    if ours.get("decoder_name_or_path") == "GUIDE_PATH":  # TSDAE with a separate decoder
+        ours = {**ours, "decoder_name_or_path": str(tiny_guide_path)}
+        reference = {**reference, "decoder_name_or_path": str(tiny_guide_path)}
+    if ours.get("guide") == "GUIDE":  # GIST: the same guide weights on both sides, in eval mode
+        ours = {**ours, "guide": EmbeddingModel(str(tiny_guide_path), device="cpu").to(dtype)}
+        reference = {**reference, "guide": sentence_transformers.SentenceTransformer(str(tiny_guide_path), device="cpu").eval().to(dtype)}
+    reference_loss = getattr(st_losses, name)(st_model, **reference)
+    our_loss = getattr(our_losses, name)(our_model, **ours)
+    _copy_loss_heads(our_loss, reference_loss)
+    ours_result = loss_and_gradients(our_loss, our_model, columns, labels, dtype, rename=_rename)
+    assert_same_loss_and_gradients(ours_result, loss_and_gradients(reference_loss, st_model, columns, labels, dtype), dtype)
+
+
+@pytest.mark.parametrize(("modifier", "params", "inner", "inner_params", "columns", "labels", "dtype"), _precisions(MODIFIER_CASES, lambda case: [case[0], case[2]]))
+def test_loss_modifiers_match_sentence_transformers(tiny_model_path, modifier, params, inner, inner_params, columns, labels, dtype):
     import random
 
-    our_model = EmbeddingModel(str(tiny_model_path), device="cpu")
-    st_model = sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu")
+    our_model = EmbeddingModel(str(tiny_model_path), device="cpu").to(dtype)
+    st_model = sentence_transformers.SentenceTransformer(str(tiny_model_path), device="cpu").to(dtype)
     our_loss = getattr(our_losses, modifier)(our_model, getattr(our_losses, inner)(our_model, **inner_params), **params)
     st_loss = getattr(st_losses, modifier)(st_model, getattr(st_losses, inner)(st_model, **inner_params), **params)
-    rename = lambda n: n.replace(".auto_model.", ".model.")  # noqa: E731
     random.seed(0)  # the layers / dimensions sampled per step come from Python's RNG on both sides
-    our_value, our_gradients = loss_and_gradients(our_loss, our_model, columns, labels, rename=rename)
+    ours_result = loss_and_gradients(our_loss, our_model, columns, labels, dtype, rename=_rename)
     random.seed(0)
-    st_value, st_gradients = loss_and_gradients(st_loss, st_model, columns, labels)
-    torch.testing.assert_close(our_value, st_value, rtol=1e-4, atol=1e-6)
-    assert set(our_gradients) == set(st_gradients) and our_gradients
-    for parameter_name, gradient in our_gradients.items():
-        reference_gradient = st_gradients[parameter_name]
-        floor = max(1e-6, 1e-4 * reference_gradient.abs().max().item())
-        torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=floor, msg=parameter_name)
+    assert_same_loss_and_gradients(ours_result, loss_and_gradients(st_loss, st_model, columns, labels, dtype), dtype)

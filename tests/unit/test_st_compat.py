@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require_reference
 from embedlab import EmbeddingModel
 from embedlab.model import Dense, Normalize
 
-sentence_transformers = pytest.importorskip("sentence_transformers")
+sentence_transformers = require_reference("sentence_transformers")
 
 TEXTS = ["a man is playing a guitar", "the dog runs in the park near the water", "two cats", "what is the capital of france ?"]
 
