@@ -71,7 +71,9 @@ SIMILARITIES = {"cosine": cos_sim, "dot": dot_score, "euclidean": euclidean_sim,
 def pairwise_angle_sim(a, b) -> Tensor:
     """AnglE similarity |cos(a, b) + sin(a, b)| after L2 normalization; dimensions i and i + D/2 pair up
     for the sine term (the complex-number form of the AnglE paper)."""
-    a, b = _as_tensor(a).float(), _as_tensor(b).float()
+    a, b = _as_tensor(a), _as_tensor(b)
+    if a.dtype in (torch.float16, torch.bfloat16):  # the angle's division loses too much in half precision
+        a, b = a.float(), b.float()
     if a.shape[1] % 2:  # chunking needs an even dimension
         a, b = torch.nn.functional.pad(a, (0, 1)), torch.nn.functional.pad(b, (0, 1))
     a, b = torch.nn.functional.normalize(a, p=2, dim=1), torch.nn.functional.normalize(b, p=2, dim=1)

@@ -127,21 +127,12 @@ MODIFIER_CASES = [
 RTOL, ATOL = 1e-9, 1e-12
 # Gradients that are zero in exact maths: attention key biases. Softmax over keys is invariant to adding
 # the same constant to every logit of a query, and a key bias adds q·b_k to all of them, so its true
-# gradient is 0 and what autograd returns is rounding noise (measured <= 8e-18 in float64, 2e-9 in float32).
+# gradient is 0 and what autograd returns is rounding noise (measured <= 8e-18 in float64).
 # Relative tolerance means nothing there: both sides must be below this absolute floor instead.
 ZERO_GRADIENT = re.compile(r"attention\.self\.key\.bias$")
-ZERO_FLOOR = {torch.float64: 1e-14, torch.float32: 1e-6}
+ZERO_FLOOR = 1e-14
 # A case must exercise the loss: some reference gradient above this (else it passes whatever the loss does).
 LIVE_GRADIENT = 1e-6
-
-# Where embedlab differs from the reference in float64 (issue 12, reported, not fixed by this test).
-# Those cases run in float64 as strict xfails, so the fix turns them into XPASS failures and the entry
-# must go, and meanwhile in float32 at float32 tolerances, so their maths stays covered.
-FLOAT64_GAPS = {
-    "CoSENTLoss": "CoSENTLoss casts its scores to float32 (.float()); sentence-transformers upcasts only half precision",
-    "AnglELoss": "similarity.pairwise_angle_sim casts its inputs to float32 (.float()), then CoSENTLoss casts the scores",
-    "MegaBatchMarginLoss": "index_put of a float32 -inf into float64 scores raises RuntimeError",
-}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -155,18 +146,8 @@ def _one_thread():
 
 
 def _precisions(cases, loss_names_of):
-    """pytest params: every case in float64; a case of a FLOAT64_GAPS loss as a strict xfail there, plus float32."""
-    params = []
-    for i, case in enumerate(cases):
-        gaps = [FLOAT64_GAPS[name] for name in loss_names_of(case) if name in FLOAT64_GAPS]
-        case_id = "-".join(loss_names_of(case)) + f"-{i}"
-        if not gaps:
-            params.append(pytest.param(*case, torch.float64, id=f"{case_id}-float64"))
-            continue
-        xfail = pytest.mark.xfail(strict=True, raises=(AssertionError, RuntimeError), reason="; ".join(gaps))
-        params.append(pytest.param(*case, torch.float64, id=f"{case_id}-float64", marks=xfail))
-        params.append(pytest.param(*case, torch.float32, id=f"{case_id}-float32"))
-    return params
+    """pytest params: every case in float64."""
+    return [pytest.param(*case, torch.float64, id="-".join(loss_names_of(case)) + f"-{i}-float64") for i, case in enumerate(cases)]
 
 
 def _copy_loss_heads(ours, reference) -> None:
@@ -196,20 +177,15 @@ def assert_same_loss_and_gradients(ours, reference, dtype) -> None:
     assert torch.isfinite(st_value), st_value
     assert set(our_gradients) == set(st_gradients) and our_gradients
     assert max(g.abs().max().item() for g in st_gradients.values()) > LIVE_GRADIENT, "the case leaves every gradient ~0: it tests nothing"
-    if dtype == torch.float64:
-        torch.testing.assert_close(our_value, st_value, rtol=RTOL, atol=ATOL)
-    else:  # float32 (FLOAT64_GAPS only): rtol 1e-4, summation order moves near-zero entries by ~1e-6
-        torch.testing.assert_close(our_value, st_value, rtol=1e-4, atol=1e-6)
+    assert our_value.dtype == st_value.dtype == dtype
+    torch.testing.assert_close(our_value, st_value, rtol=RTOL, atol=ATOL)
     for name, gradient in our_gradients.items():
         reference_gradient = st_gradients[name]
         if ZERO_GRADIENT.search(name):
             largest = max(gradient.abs().max().item(), reference_gradient.abs().max().item())
-            assert largest < ZERO_FLOOR[dtype], f"{name}: zero in exact maths, got {largest:.3g} (floor {ZERO_FLOOR[dtype]:g})"
-        elif dtype == torch.float64:
+            assert largest < ZERO_FLOOR, f"{name}: zero in exact maths, got {largest:.3g} (floor {ZERO_FLOOR:g})"
+        else:
             torch.testing.assert_close(gradient, reference_gradient, rtol=RTOL, atol=ATOL, msg=name)
-        else:  # float32: an absolute floor at 1e-4 of the tensor's largest entry (embedding rows summed over tokens)
-            floor = max(1e-6, 1e-4 * reference_gradient.abs().max().item())
-            torch.testing.assert_close(gradient, reference_gradient, rtol=1e-4, atol=floor, msg=name)
 
 
 def _rename(name: str) -> str:

@@ -55,7 +55,10 @@ class CoSENTLoss(nn.Module):
 
     def forward(self, sentence_features: list[dict[str, Tensor]], labels: Tensor) -> Tensor:
         embeddings = self.model.embed(sentence_features)
-        scores = self.similarity_fct(embeddings[0], embeddings[1]).float() * self.scale
+        scores = self.similarity_fct(embeddings[0], embeddings[1])
+        if scores.dtype in (torch.float16, torch.bfloat16):  # 1e12 and exp() overflow half precision
+            scores = scores.float()
+        scores = scores * self.scale
         # differences[a, b] = s_a - s_b, kept only where pair b should be more similar than pair a.
         differences = scores[:, None] - scores[None, :]
         should_be_lower = (labels[:, None] < labels[None, :]).float()

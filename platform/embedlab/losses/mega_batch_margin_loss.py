@@ -71,7 +71,7 @@ class MegaBatchMarginLoss(nn.Module):
         scores = cos_sim(anchors, positives)
         rows = torch.arange(len(anchors), device=anchors.device)
         positive_scores = scores[rows, rows]
-        hardest_negative = scores.index_put((rows, rows), torch.tensor(-torch.inf, device=scores.device)).max(dim=1).values
+        hardest_negative = scores.index_put((rows, rows), scores.new_tensor(-torch.inf)).max(dim=1).values
         return (F.relu(self.positive_margin - positive_scores) + F.relu(hardest_negative - self.negative_margin)).mean()
 
     def forward(self, sentence_features: list[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
