@@ -49,15 +49,19 @@ def cmd_train(args) -> None:
 
 
 def cmd_sweep(args) -> None:
+    import dataclasses
+
     from embedlab import sweep as sweeps
     from embedlab.config import load_config
 
     config = load_config(args.config, args.overrides, smoke_test=args.smoke_test)
+    if args.address:  # the flag wins over the config's distributed.address
+        config = dataclasses.replace(config, distributed=dataclasses.replace(config.distributed, address=args.address))
     sweep = sweeps.prepare_sweep(config)
     sweeps.write_resolved(sweep)
     space = ", ".join(sweeps.parameter_names(sweep))
     print(f"Sweep '{sweep.name}': {sweep.config.search.num_samples} trials over {', '.join(sweep.losses)} ({sweep.format_key} data); space: {space}")
-    sweeps.print_summary(sweep, sweeps.run_sweep(sweep, resume=args.resume))
+    sweeps.print_summary(sweep, sweeps.run_sweep(sweep, resume=args.resume, address=config.distributed.address))
 
 
 def cmd_compare(args) -> None:
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. search.num_samples=4")
     sweep.add_argument("--smoke-test", action="store_true", help="2 trials of a few steps on a few rows")
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
+    sweep.add_argument("--address", help="the Ray cluster to run the trials on (host:port or ray://host:port); default: distributed.address, RAY_ADDRESS, else a local one")
     sweep.set_defaults(handler=cmd_sweep)
 
     compare = commands.add_parser("compare", help="the runs of an MLflow experiment, sorted by their primary metric")

@@ -11,6 +11,11 @@ with more it launches a Ray Train `TorchTrainer` whose reports reach Tune throug
 Trials report at every evaluation, so ASHA can stop weak ones. Each trial trains in
 `<output_dir>/trials/<trial_id>`; an interrupted sweep resumes (`--resume`) without rerunning finished trials,
 and an unfinished trial resumes from its own last checkpoint.
+
+A trial can fail: it raises (Tune records the error and the sweep goes on), its metric is NaN (a diverged
+loss) or it never reports the metric. Each trial's outcome is its `status` in `trials.csv` and in its MLflow
+run (see `trial_row`); only trials that finished with a number compete for the best model, and a sweep in
+which none did ends with one line saying so.
 """
 
 import copy
@@ -19,6 +24,9 @@ import dataclasses
 import inspect
 import json
 import math
+import numbers
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +42,13 @@ from embedlab.losses import CATALOGUE, MODIFIERS, check_format, get_loss_class
 RANGE_KINDS = ("loguniform", "uniform", "int")
 NO_MODIFIER = "none"
 TRIAL_METRICS = ("trial_id", "loss_name", "step", "training_iteration")  # reported next to the evaluator metrics
+METRIC_STATUS = "metric_status"  # in every report: ok | nan | missing, what the sweep's metric really was (see for_tune)
+FINISHED = "trial_finished"  # in a trial's last report only: a trial whose last report lacks it was stopped early
+# A trial's status, the first that applies: error (it raised), missing (it never reported), stopped (the scheduler
+# stopped it before its end; its metric is its last report's, possibly nan), nan / missing (it finished with a NaN
+# metric / without the metric), ok. Its MLflow run ends as:
+RUN_STATUS = {"ok": "FINISHED", "stopped": "KILLED", "nan": "FINISHED", "missing": "FINISHED", "error": "FAILED"}
+STATUS_TAG, METRIC_NAN_TAG = "embedlab_trial_status", "embedlab_metric_nan"  # on each trial's MLflow run
 
 
 # --- checking a sweep config ----------------------------------------------------------------------
@@ -243,21 +258,64 @@ def trial_config(base: dict, params: dict, loss_params: dict, modifiers: list, o
     return Config.from_dict(raw)
 
 
+def for_tune(metrics: dict, metric: str, mode: str) -> dict:
+    """What a trial reports to Tune: its metrics, with the sweep's metric always a number that can be compared.
+
+    Tune ends the whole sweep on a result without the metric (its strict metric check), Optuna refuses NaN as a
+    trial value (Ray's OptunaSearch logs the refusal and leaves the Optuna trial unfinished) and ASHA never stops
+    a NaN trial (NaN < cutoff is false) while its percentile cutoffs skip NaN. So a NaN (or infinite) or missing
+    metric is reported as the worst value there is, -inf for mode max (+inf for min): ASHA stops the trial at its
+    next rung, TPE records it as the worst trial (and learns to avoid its region), and `metric_status` says what
+    the metric really was; the summary reads it back, so trials.csv and the best-trial choice never see the
+    stand-in. The trial's own MLflow run records the true values (NaN as NaN)."""
+    value = metrics.get(metric)
+    status = "missing" if not _is_number(value) else ("ok" if math.isfinite(value) else "nan")
+    reported = {**metrics, METRIC_STATUS: status}
+    if status != "ok":
+        reported[metric] = -math.inf if mode == "max" else math.inf
+    return reported
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's scalars too
+
+
 class TuneReport:
     """Reports every evaluation but the last to Tune; the trial reports the last one with its test metrics."""
 
-    def __init__(self, extra: dict):
-        self.extra = extra
+    def __init__(self, extra: dict, metric: str, mode: str):
+        self.extra, self.metric, self.mode = extra, metric, mode
 
     def on_evaluate(self, trainer, step: int, metrics: dict) -> None:
         from ray import tune
 
         if step < trainer.total_steps:
-            tune.report({**metrics, **self.extra, "step": step})
+            tune.report(for_tune({**metrics, **self.extra, "step": step}, self.metric, self.mode))
+
+
+def _ray_train_report_callback(extra: dict, metric: str, mode: str):
+    """Ray Train's TuneReportCallback (a multi-worker trial's reports to Tune), through `for_tune`."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class SweepReportCallback(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            first = for_tune({**metrics[0], **extra}, metric, mode)
+            super().after_report(run_context, [first, *metrics[1:]], checkpoint)
+
+    return SweepReportCallback()
 
 
 def train_trial(
-    params: dict, base: dict, loss_params: dict, modifiers: list, workers: int, use_gpu: bool, cpus_per_worker: int, parent: dict | None
+    params: dict,
+    base: dict,
+    loss_params: dict,
+    modifiers: list,
+    workers: int,
+    use_gpu: bool,
+    cpus_per_worker: int,
+    parent: dict | None,
+    metric: str,
+    mode: str,
 ) -> None:
     """Tune's trial function: one training run with the trial's loss and hyperparameters.
 
@@ -269,35 +327,38 @@ def train_trial(
     output_dir = Path(base["output_dir"]) / "trials" / trial_id
     finished = output_dir / "trial_result.json"
     if finished.exists():
-        tune.report(json.loads(finished.read_text()))
+        tune.report(for_tune({**json.loads(finished.read_text()), FINISHED: True}, metric, mode))
         return
     config = trial_config(base, params, loss_params, modifiers, str(output_dir))
     extra = {"trial_id": trial_id, "loss_name": params["loss"]}  # "loss" is the training loss's value
     # The trial's MLflow run is nested in the sweep's and found again by its key on --resume.
     tracked = {"tracking_parent": parent, "run_name": f"{params['loss']}-{trial_id}", "run_key": f"{parent['key']}/{trial_id}"} if parent else {}
     if workers > 1:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
         from embedlab.ray_train import train_on_ray
 
         config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker, check_resources=False)
-        results = train_on_ray(run.prepare(config, device="cpu"), evaluate_before=False, callbacks=[TuneReportCallback()], **tracked)
+        callbacks = [_ray_train_report_callback(extra, metric, mode)]
+        results = train_on_ray(run.prepare(config, device="cpu"), evaluate_before=False, callbacks=callbacks, **tracked)
     else:
-        results = run.train(run.prepare(config), callbacks=[TuneReport(extra)], evaluate_before=False, **tracked)
-    final = {**results["final"], **results["after"], **extra, "step": results["step"]}
-    finished.write_text(json.dumps(final))
-    tune.report(final)
+        results = run.train(run.prepare(config), callbacks=[TuneReport(extra, metric, mode)], evaluate_before=False, **tracked)
+    final = {**results["final"], **results["after"], **extra, "step": results["step"], FINISHED: True}
+    finished.write_text(json.dumps(final))  # true values: NaN as NaN
+    tune.report(for_tune(final, metric, mode))
 
 
 # --- the sweep --------------------------------------------------------------------------------------
 def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) -> dict:
-    """Runs (or resumes) the sweep; returns `summarize()`'s summary, also recorded in the sweep's MLflow run."""
+    """Runs (or resumes) the sweep; returns `summarize()`'s summary, also recorded in the sweep's MLflow run.
+    `address`: the Ray cluster to join (default: the config's `distributed.address`, else RAY_ADDRESS, else a
+    new local cluster); raises EmbedlabError when no trial finished with the metric."""
     import ray
     from ray import tune
 
     from embedlab.ray_train import connect, with_absolute_paths
 
     search = sweep.search
+    address = address if address is not None else sweep.config.distributed.address
+    check_reachable(address)
     connect(address)
     cpus_per_worker = search.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // (search.max_concurrent * search.workers_per_trial))
     base = with_absolute_paths(dataclasses.replace(sweep.config, search=None)).to_dict()
@@ -313,6 +374,8 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
         use_gpu=search.use_gpu,
         cpus_per_worker=cpus_per_worker,
         parent=parent.location() | {"key": parent.key, "sweep": sweep.name} if parent else None,
+        metric=sweep.metric,
+        mode=sweep.mode,
     )
     if search.workers_per_trial > 1:
         # The trial only drives a TorchTrainer whose workers hold the CPUs; Tune needs some resource in a
@@ -327,11 +390,40 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             raise EmbedlabError(f"nothing to resume in {experiment}: run the sweep without --resume first")
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = tune.Tuner(trainable, tune_config=_tune_config(sweep), run_config=tune.RunConfig(name="tune", storage_path=storage, verbose=1))
-    summary = summarize(sweep, tuner.fit())
+        # A trial that raises is one failed trial, not a failed sweep: Tune records its error (ResultGrid.errors,
+        # <trial>/error.txt) and goes on (fail_fast off). No retries: a trial's error (a loss that crashes on this
+        # data, out of memory) comes back on a rerun; `--resume` reruns errored trials when the cause is fixed.
+        run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=1, failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(sweep), run_config=run_config)
+    return finish_sweep(sweep, tuner.fit(), parent)
+
+
+def finish_sweep(sweep: Sweep, results, parent) -> dict:
+    """Summarizes the trials (trials.csv), records them in MLflow; one line (EmbedlabError) when none finished
+    with the metric."""
+    summary = summarize(sweep, results)
     if parent is not None:
         log_sweep_summary(parent, sweep, summary)
+    if summary["best"] is None:
+        raise EmbedlabError(no_best_message(sweep, summary))
     return summary
+
+
+def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """Fails in one line when nothing listens at a Ray cluster's host:port: `ray.init` would retry it for
+    minutes before giving up. Other forms (auto, local, unknown schemes) are left to Ray."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if "://" in target or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise EmbedlabError(f"cannot reach the Ray cluster at '{address}': {reason} (is a Ray cluster running there?)") from None
 
 
 def _tune_config(sweep: Sweep):
@@ -379,17 +471,66 @@ def open_sweep_run(sweep: Sweep):
 
 
 def log_sweep_summary(parent, sweep: Sweep, summary: dict) -> None:
-    """The parent run gets trials.csv, two plots, and the best trial's metric."""
-    parent.log_metrics({f"best_{sweep.metric}": summary["best"][sweep.metric]}, step=len(summary["trials"]))
-    parent.log_tags({"best_trial": summary["best"]["trial_id"], "best_loss": summary["best"]["loss"], "best_model": summary["best_model"]})
+    """The parent run gets trials.csv, two plots, the best trial's metric and each trial's outcome; each
+    trial's run gets its status (errored trials' runs end FAILED). The parent ends FAILED when no trial
+    finished with the metric."""
+    best = summary["best"]
+    record_trial_runs(parent, sweep, summary["trials"])
+    parent.log_tags({"trial_statuses": _counts(summary["trials"])})
+    if best is not None:
+        parent.log_metrics({f"best_{sweep.metric}": best[sweep.metric]}, step=len(summary["trials"]))
+        parent.log_tags({"best_trial": best["trial_id"], "best_loss": best["loss"], "best_model": summary["best_model"]})
     parent.log_artifact(sweep.output_dir / "trials.csv")
     for plot in write_plots(sweep, summary):
         parent.log_artifact(plot, "plots")
-    parent.finish()
     tracking.end_stopped_children(parent)  # trials ASHA stopped never finished their own runs
+    parent.finish("FINISHED" if best is not None else "FAILED")
+
+
+def record_trial_runs(parent, sweep: Sweep, rows: list[dict]) -> None:
+    """Tags each trial's nested run(s) with its status (and, for a NaN metric, which metric); ends the runs of
+    stopped trials KILLED and of errored ones FAILED, with the error's line (the trial marks its own run so when
+    it can; a killed trial process cannot). A trial that failed before it opened a run gets one, FAILED, so the
+    MLflow UI lists every trial."""
+    try:
+        client = parent.client
+        experiment_id = client.get_experiment_by_name(parent.experiment).experiment_id
+        prefix = f"{parent.key}/"
+        children, token = {}, None  # trial id -> its runs (keys are <sweep key>/<trial id>@<run fingerprint>)
+        while True:
+            page = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'", max_results=1000, page_token=token)
+            for run in page:
+                key = run.data.tags.get(tracking.KEY_TAG, "")
+                if key.startswith(prefix):
+                    children.setdefault(key.removeprefix(prefix).split("@", 1)[0], []).append(run)
+            token = page.token
+            if not token:
+                break
+        for row in rows:
+            tags = {STATUS_TAG: row["status"]}
+            if isinstance(row.get(sweep.metric), float) and math.isnan(row[sweep.metric]):
+                tags[METRIC_NAN_TAG] = sweep.metric
+            runs = children.get(row["trial_id"], [])
+            if not runs:
+                if row["status"] != "error":
+                    continue  # tracking off in the trial, or its records went to a fallback store
+                run_tags = {tracking.KEY_TAG: f"{prefix}{row['trial_id']}", "mlflow.parentRunId": parent.run_id, "sweep": sweep.name}
+                runs = [client.create_run(experiment_id, tags=run_tags, run_name=f"{row['loss']}-{row['trial_id']}")]
+            for run in runs:
+                for name, value in tags.items():
+                    client.set_tag(run.info.run_id, name, value)
+                if row.get("error") and tracking.ERROR_TAG not in run.data.tags:
+                    client.set_tag(run.info.run_id, tracking.ERROR_TAG, row["error"][:5000])
+                wanted = RUN_STATUS[row["status"]]
+                if run.info.status != wanted and (run.info.status == "RUNNING" or wanted == "FAILED"):
+                    client.set_terminated(run.info.run_id, status=wanted)
+    except Exception as error:  # bookkeeping only: the trials' own records are already there
+        tracking.warn(f"could not record the trials' statuses in MLflow: {tracking.first_line(error)}")
 
 
 def write_plots(sweep: Sweep, summary: dict) -> list[Path]:
+    """The best trial per loss, and the metric against the learning rate: trials with a number only (a NaN,
+    missing or errored trial has no point to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -398,20 +539,22 @@ def write_plots(sweep: Sweep, summary: dict) -> list[Path]:
     folder = sweep.output_dir / "plots"
     folder.mkdir(exist_ok=True)
     paths = []
-    losses = list(summary["best_per_loss"])
-    figure, axes = plt.subplots(figsize=(7, 0.5 + 0.5 * len(losses)))
-    axes.barh(losses, [summary["best_per_loss"][loss][sweep.metric] for loss in losses], color="tab:blue")
-    axes.set_xlabel(sweep.metric)
-    axes.set_title(f"{sweep.name}: best trial per loss")
-    figure.tight_layout()
-    paths.append(folder / "best_per_loss.png")
-    figure.savefig(paths[-1], dpi=120)
-    plt.close(figure)
+    scored = [row for row in summary["trials"] if _finite(row.get(sweep.metric))]
+    losses = [loss for loss, row in summary["best_per_loss"].items() if _finite(row.get(sweep.metric))]
+    if losses:
+        figure, axes = plt.subplots(figsize=(7, 0.5 + 0.5 * len(losses)))
+        axes.barh(losses, [summary["best_per_loss"][loss][sweep.metric] for loss in losses], color="tab:blue")
+        axes.set_xlabel(sweep.metric)
+        axes.set_title(f"{sweep.name}: best trial per loss")
+        figure.tight_layout()
+        paths.append(folder / "best_per_loss.png")
+        figure.savefig(paths[-1], dpi=120)
+        plt.close(figure)
     rate = "training.learning_rate"
-    if any(rate in row for row in summary["trials"]):
+    if any(_finite(row.get(rate)) for row in scored):
         figure, axes = plt.subplots(figsize=(7, 4))
-        for loss in losses:
-            rows = [row for row in summary["trials"] if row["loss"] == loss and rate in row]
+        for loss in dict.fromkeys(row["loss"] for row in scored):
+            rows = [row for row in scored if row["loss"] == loss and _finite(row.get(rate))]
             axes.scatter([row[rate] for row in rows], [row[sweep.metric] for row in rows], label=loss)
         axes.set_xscale("log")
         axes.set_xlabel("learning rate")
@@ -426,36 +569,100 @@ def write_plots(sweep: Sweep, summary: dict) -> list[Path]:
 
 
 def summarize(sweep: Sweep, results) -> dict:
-    """Every trial's last result, the best overall and the best per loss; writes trials.csv."""
-    rows = []
-    for result in results:
-        metrics = result.metrics or {}
-        if sweep.metric not in metrics:
-            continue  # a trial that failed before its first evaluation
-        rows.append(
-            {
-                "trial_id": metrics["trial_id"],
-                "loss": metrics["loss_name"],
-                "step": metrics.get("step"),
-                "trial_seconds": metrics.get("time_total_s"),  # trial function start to its last report
-                **_params(result.config),
-                **_scores(metrics),
-            }
-        )
-    if not rows:
-        raise EmbedlabError(f"no trial reported {sweep.metric}: see the trial errors above")
+    """Every trial (Tune's results: `.metrics`, `.config`, `.error`, `.path`) as a row with its status; the best
+    trial overall and per loss; writes trials.csv. Only trials that finished with a number compete: `best` is
+    None when there is none. Best per loss: its best finished trial, else its best trial stopped early."""
+    rows = [trial_row(sweep, result) for result in results]
     sign = 1 if sweep.mode == "max" else -1
-    ranked = sorted(rows, key=lambda row: sign * row[sweep.metric], reverse=True)
+    finished = sorted((row for row in rows if row["status"] == "ok"), key=lambda row: sign * row[sweep.metric], reverse=True)
+    stopped = sorted((row for row in rows if row["status"] == "stopped" and _finite(row[sweep.metric])), key=lambda row: sign * row[sweep.metric], reverse=True)
+    ranked = finished + stopped + [row for row in rows if row not in finished and row not in stopped]
     best_per_loss = {}
-    for row in ranked:
+    for row in finished + stopped:
         best_per_loss.setdefault(row["loss"], row)
-    fields = list(dict.fromkeys(key for row in rows for key in row))
+    fields = list(dict.fromkeys(key for row in ranked for key in row))
+    sweep.output_dir.mkdir(parents=True, exist_ok=True)
     with open(sweep.output_dir / "trials.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields)
         writer.writeheader()
         writer.writerows(ranked)
-    best = ranked[0]
-    return {"trials": ranked, "best": best, "best_per_loss": best_per_loss, "best_model": str(sweep.output_dir / "trials" / best["trial_id"] / "model")}
+    best = finished[0] if finished else None
+    best_model = str(sweep.output_dir / "trials" / best["trial_id"] / "model") if best else None
+    return {"trials": ranked, "best": best, "best_per_loss": best_per_loss, "best_model": best_model}
+
+
+def trial_row(sweep: Sweep, result) -> dict:
+    """One trial's row: id, loss, status (see RUN_STATUS), step, its parameters and scores. The sweep's metric is
+    the last reported value, `nan` for a NaN, None (empty in trials.csv) when missing or when the trial raised."""
+    metrics = dict(result.metrics or {})
+    config = result.config or metrics.get("config") or _trial_params(result.path)
+    error = getattr(result, "error", None)
+    reported = metrics.get(sweep.metric)
+    if metrics.get(METRIC_STATUS) == "missing" or not _is_number(reported):
+        value = None
+    elif metrics.get(METRIC_STATUS) == "nan" or not math.isfinite(reported):
+        value = math.nan  # the true value behind for_tune's stand-in
+    else:
+        value = float(reported)
+    if error is not None:
+        status, value = "error", None
+    elif "training_iteration" not in metrics and value is None:
+        status = "missing"  # it never reported
+    elif not metrics.get(FINISHED):
+        status = "stopped"
+    else:
+        status = "ok" if value is not None and math.isfinite(value) else ("missing" if value is None else "nan")
+    trial_id = metrics.get("trial_id") or (Path(result.path).name if result.path else "?")
+    row = {
+        "trial_id": trial_id,
+        "loss": metrics.get("loss_name") or config.get("loss", "?"),
+        "status": status,
+        "step": metrics.get("step"),
+        "training_iteration": metrics.get("training_iteration"),
+        "trial_seconds": metrics.get("time_total_s"),  # trial function start to its last report
+        **_params(config),
+        **_scores(metrics),
+        sweep.metric: value,
+    }
+    if error is not None:
+        row["error"] = tracking.redact_text(_error_line(error))
+        if result.path:
+            row["error_file"] = str(Path(result.path) / "error.txt")
+    return row
+
+
+def _trial_params(path) -> dict:
+    """The trial's parameters from Tune's params.json, for a trial that failed before its first report."""
+    try:
+        return json.loads((Path(path) / "params.json").read_text())
+    except (OSError, TypeError, ValueError):
+        return {}
+
+
+def _error_line(error: BaseException) -> str:
+    """The line that names a trial's error: the last line of its traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def _finite(value) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+def _counts(rows: list[dict]) -> str:
+    """e.g. '3 ok, 1 stopped, 1 error'."""
+    counts = {status: sum(row["status"] == status for row in rows) for status in RUN_STATUS}
+    return ", ".join(f"{count} {status}" for status, count in counts.items() if count)
+
+
+def no_best_message(sweep: Sweep, summary: dict) -> str:
+    rows = summary["trials"]
+    errors = [row for row in rows if row["status"] == "error"]
+    where = f"each trial's status and error are in {sweep.output_dir / 'trials.csv'}"
+    if errors:
+        first = errors[0]
+        where += f"; tracebacks in {sweep.output_dir / 'tune'}/<trial>/error.txt (first: trial {first['trial_id']}: {first['error']})"
+    return f"no trial produced {sweep.metric} (of {len(rows)} trials: {_counts(rows)}): {where}"
 
 
 def _params(config: dict) -> dict:
@@ -471,14 +678,20 @@ def _scores(metrics: dict) -> dict:
 
 
 def print_summary(sweep: Sweep, summary: dict) -> None:
-    best = summary["best"]
-    print(f"\nSweep '{sweep.name}': {len(summary['trials'])} trials on {sweep.format_key} data, by {sweep.metric} ({sweep.mode})")
+    best, rows = summary["best"], summary["trials"]
+    print(f"\nSweep '{sweep.name}': {len(rows)} trials ({_counts(rows)}) on {sweep.format_key} data, by {sweep.metric} ({sweep.mode})")
     print(f"{'loss':45s} {'trial':12s} {sweep.metric:>30s}  params")
     for loss, row in summary["best_per_loss"].items():
         params = {key: _short(value) for key, value in row.items() if key.startswith((f"{loss}.", "training.", "model.", "modifier"))}
-        print(f"{loss:45s} {row['trial_id']:12s} {row[sweep.metric]:30.4f}  {params}")
-    print(f"\nBest: {best['loss']} (trial {best['trial_id']}) {sweep.metric} = {best[sweep.metric]:.4f}")
-    print(f"Best model (sentence-transformers format): {summary['best_model']}")
+        stopped = f" (stopped at step {row['step']})" if row["status"] == "stopped" else ""
+        print(f"{loss:45s} {row['trial_id']:12s} {row[sweep.metric]:30.4f}  {params}{stopped}")
+    for row in rows:
+        if row["status"] in ("nan", "missing", "error"):
+            what = {"nan": f"{sweep.metric} is NaN (diverged?)", "missing": f"never reported {sweep.metric}", "error": row.get("error", "")}[row["status"]]
+            print(f"{row['loss']:45s} {row['trial_id']:12s} {row['status']:>30s}  {what}")
+    if best is not None:
+        print(f"\nBest: {best['loss']} (trial {best['trial_id']}) {sweep.metric} = {best[sweep.metric]:.4f}")
+        print(f"Best model (sentence-transformers format): {summary['best_model']}")
     print(f"All trials: {sweep.output_dir / 'trials.csv'}")
 
 
@@ -489,4 +702,3 @@ def _short(value):
 def write_resolved(sweep: Sweep) -> None:
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
     (sweep.output_dir / "sweep.yaml").write_text(yaml.safe_dump(sweep.config.to_dict(), sort_keys=False))
-

@@ -1,7 +1,8 @@
-"""Real sweeps on a local Ray cluster, tiny model: ASHA on, the best trial picked by the metric, and a
-sweep whose driver is killed resumes with every trial done once."""
+"""Real sweeps on a local Ray cluster, tiny model: ASHA stops a trial whose metric went NaN, the best trial is
+picked by the metric among the finished ones, and a sweep whose driver is killed resumes with every trial done once."""
 
 import csv
+import math
 import os
 import random
 import signal
@@ -30,6 +31,7 @@ def sweep_file(tmp_path, tiny_model_path):
             tmp_path / "sweep",
             training={"max_steps": 8, "eval_steps": 2, "save_steps": 2, "batch_size": 8, "show_progress_bar": False},
             evaluators=[{"name": "dev", "data": str(dev)}],
+            tracking={"uri": f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}"},  # not a server MLFLOW_TRACKING_URI may name
             search={
                 "losses": "auto",
                 "space": {"training.learning_rate": {"loguniform": [1e-5, 1e-3]}},
@@ -52,16 +54,56 @@ def _trials(tmp_path):
         return list(csv.DictReader(file))
 
 
-def test_a_small_sweep_with_asha_completes_and_picks_the_best_trial(tmp_path, sweep_file):
-    process = _sweep(sweep_file(3, scheduler="asha", grace_period=1, points_to_evaluate=[{"loss": "CoSENTLoss", "CoSENTLoss.scale": 20.0}]))
+def test_asha_stops_a_diverged_trial_an_erroring_one_fails_alone_and_the_best_is_picked_among_the_finished(tmp_path, sweep_file):
+    # One trial at a time, so the order is fixed: the first point is a sane trial, which reports at every
+    # evaluation (steps 2, 4, 6, 8: training_iteration 1-4); the second point's learning rate makes its loss and
+    # metric NaN from its first evaluation on. It reports the NaN as the worst value, so ASHA (grace period 1)
+    # stops it at its first rung, where the first trial's result already is. The third point raises before
+    # training (warmup_ratio 5 is refused); the sweep goes on. The fourth trial is TPE's.
+    space = {"training.learning_rate": {"loguniform": [1e-5, 1e-3]}, "training.warmup_ratio": {"uniform": [0.0, 0.2]}}
+    points = [
+        {"loss": "CoSENTLoss", "CoSENTLoss.scale": 20.0, "training.learning_rate": 1e-4, "training.warmup_ratio": 0.1},
+        {"loss": "CoSENTLoss", "training.learning_rate": 1e6, "training.warmup_ratio": 0.1},
+        {"loss": "CoSENTLoss", "training.learning_rate": 1e-4, "training.warmup_ratio": 5.0},  # out of range: Optuna only warns
+    ]
+    config = sweep_file(4, space=space, scheduler="asha", grace_period=1, reduction_factor=2, max_concurrent=1, points_to_evaluate=points)
+    process = _sweep(config)
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
     trials = _trials(tmp_path)
-    assert len(trials) == 3
-    assert any(row["loss"] == "CoSENTLoss" and float(row["CoSENTLoss.scale"]) == 20.0 for row in trials)  # the given point ran
-    best = max(trials, key=lambda row: float(row["dev_spearman_cosine"]))
+    assert len(trials) == 4
+    first, diverged, errored = ([row for row in trials if float(row["training.warmup_ratio"]) == point["training.warmup_ratio"] and float(row["training.learning_rate"]) == point["training.learning_rate"]] for point in points)
+    assert len(first) == 1 and first[0]["status"] == "ok" and first[0]["step"] == "8" and first[0]["training_iteration"] == "4"
+    assert float(first[0]["CoSENTLoss.scale"]) == 20.0  # the given point ran as given
+
+    # ASHA stopped the diverged trial early; trials.csv says so and keeps its NaN (not the -inf Tune was told).
+    assert len(diverged) == 1 and diverged[0]["status"] == "stopped" and diverged[0]["dev_spearman_cosine"] == "nan"
+    assert int(diverged[0]["step"]) < 8 and int(diverged[0]["training_iteration"]) < int(first[0]["training_iteration"])
+    assert not (tmp_path / "sweep" / "trials" / diverged[0]["trial_id"] / "model").exists()
+    assert all(int(row["step"]) < 8 for row in trials if row["status"] == "stopped")
+
+    # The erroring trial is one failed trial, recorded with its error; Tune went on with the next one.
+    assert len(errored) == 1 and errored[0]["status"] == "error" and errored[0]["dev_spearman_cosine"] == ""
+    assert "warmup_ratio within [0, 1] (got 5.0)" in errored[0]["error"] and os.path.exists(errored[0]["error_file"])
+
+    finished = [row for row in trials if row["status"] == "ok"]
+    best = max(finished, key=lambda row: float(row["dev_spearman_cosine"]))
     assert f"Best: {best['loss']} (trial {best['trial_id']}) dev_spearman_cosine = {float(best['dev_spearman_cosine']):.4f}" in output
     assert (tmp_path / "sweep" / "trials" / best["trial_id"] / "model" / "modules.json").exists()
+    assert (tmp_path / "sweep" / "plots" / "metric_vs_learning_rate.png").exists()
+
+    # MLflow: the stopped trial's run is KILLED and tagged, its NaN metric recorded as NaN.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'sweep' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    runs = {run.data.tags["embedlab_run_key"].rsplit("/", 1)[-1].split("@")[0]: run for run in runs}  # key: <sweep>/<trial>@<fingerprint>
+    stopped_run = runs[diverged[0]["trial_id"]]
+    assert stopped_run.info.status == "KILLED" and stopped_run.data.tags["embedlab_trial_status"] == "stopped"
+    assert stopped_run.data.tags["embedlab_metric_nan"] == "dev_spearman_cosine" and math.isnan(stopped_run.data.metrics["dev_spearman_cosine"])
+    assert runs[best["trial_id"]].info.status == "FINISHED" and runs[best["trial_id"]].data.tags["embedlab_trial_status"] == "ok"
+    failed_run = runs[errored[0]["trial_id"]]  # it failed before opening a run: the sweep made it one
+    assert failed_run.info.status == "FAILED" and "warmup_ratio within [0, 1]" in failed_run.data.tags["embedlab_error"]
 
 
 def test_a_sweep_killed_mid_run_resumes_with_every_trial_done_once(tmp_path, sweep_file):

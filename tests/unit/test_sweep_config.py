@@ -1,13 +1,17 @@
 """Sweep configs are checked before Ray starts, and the define-by-run space only offers suitable losses."""
 
 import random
+import socket
+import time
 
 import optuna
 import pytest
 
 from conftest import REPO, sentence, write_config, write_jsonl
+from embedlab import sweep as sweeps
 from embedlab.cli import main
 from embedlab.config import load_config
+from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
 from embedlab.sweep import DefineByRunSpace, parameter_names, prepare_sweep, trial_config
 
@@ -65,7 +69,7 @@ def test_a_trial_config_fills_in_the_loss_its_parameters_and_the_common_keys(tmp
         ({"space": {"training.batch_size": {"choice": []}}}, "choice needs a non-empty list"),
         ({"space": {"training.learnig_rate": {"loguniform": [1e-5, 1e-3]}}}, "did you mean 'learning_rate'"),
         ({"num_samples": 0}, "search.num_samples must be at least 1, got 0"),
-        ({"scheduler": "hyperband"}, "search.scheduler 'hyperband' is unknown"),
+        ({"scheduler": "hyperband"}, "'search.scheduler' must be one of fifo, asha, got 'hyperband'"),  # config.py checks the Literal
         ({"points_to_evaluate": [{"training.epochs": 2}]}, "not in the search space"),
     ],
 )
@@ -76,6 +80,36 @@ def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_mod
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0], error
     assert not ray.is_initialized() and not (tmp_path / "sweep").exists()
+
+
+def test_sweep_runs_on_the_ray_cluster_given_by_address_or_config(tmp_path, tiny_model_path, data, monkeypatch):
+    addresses = []
+
+    def run_sweep(sweep, resume, address):
+        addresses.append(address)
+        raise EmbedlabError("stopped before Ray")
+
+    monkeypatch.setattr(sweeps, "run_sweep", run_sweep)
+    path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"losses": "auto"})
+    assert main(["sweep", str(path), "--address", "10.1.2.3:6379"]) == 2
+    assert main(["sweep", str(path), "distributed.address=10.9.9.9:6379"]) == 2
+    assert main(["sweep", str(path), "distributed.address=10.9.9.9:6379", "--address", "ray://head:10001"]) == 2  # the flag wins
+    assert main(["sweep", str(path)]) == 2
+    assert addresses == ["10.1.2.3:6379", "10.9.9.9:6379", "ray://head:10001", None]
+
+
+def test_an_unreachable_ray_address_fails_in_one_line_before_any_trial(tmp_path, tiny_model_path, data, capsys):
+    ray = pytest.importorskip("ray")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"losses": "auto"})
+    start = time.monotonic()
+    assert main(["sweep", str(path), "--address", f"127.0.0.1:{port}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in error[0], error
+    assert time.monotonic() - start < 60  # ray.init alone retries such an address for minutes
+    assert not ray.is_initialized() and not (tmp_path / "sweep" / "tune").exists()
 
 
 def test_train_refuses_a_sweep_config(tmp_path, tiny_model_path, data, capsys):
