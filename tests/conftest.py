@@ -38,7 +38,7 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     letters = [chr(code) for code in range(ord("a"), ord("z") + 1)] + list("0123456789.,?!'-")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters], *WORDS]
     (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)  # vocab_file= is ignored by transformers 5
     config = BertConfig(
         vocab_size=len(dict.fromkeys(vocab)),
         hidden_size=32,

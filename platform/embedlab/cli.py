@@ -105,11 +105,15 @@ def cmd_evaluate(args) -> None:
     from embedlab.config import DataSource
     from embedlab.data import load_with_format
     from embedlab.evaluation import evaluator_for
+    from embedlab.formats import MetadataColumnsError
     from embedlab.model import EmbeddingModel, resolve_model_path
 
     resolve_model_path(args.model)  # a wrong path fails before the data is read
     source = DataSource(path=args.data, columns=args.columns, label_column=args.label_column, format=args.format, limit=args.limit)
-    dataset, detected = load_with_format(source)
+    try:
+        dataset, detected = load_with_format(source)
+    except MetadataColumnsError as error:  # name this command's flags, not the config keys
+        raise EmbedlabError(error.with_flags()) from None
     evaluator = evaluator_for(dataset, detected, args.evaluator, args.name, args.batch_size, {}, where=args.data)
     model = EmbeddingModel(args.model)
     print(f"Data: {detected.describe()}, {detected.num_rows} rows; evaluator: {type(evaluator).__name__}")
