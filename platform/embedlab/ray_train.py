@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -161,12 +162,30 @@ def delete_run(storage_path: str, run_name: str) -> None:
         filesystem.delete_dir(f"{root}/{run_name}")
 
 
+def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """Fails in one line when nothing listens at a Ray cluster's host:port: `ray.init` would retry it for
+    minutes before giving up. Other forms (auto, local, unknown schemes) are left to Ray."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if "://" in target or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise EmbedlabError(f"cannot reach the Ray cluster at '{address}': {reason} (is a Ray cluster running there?)") from None
+
+
 def connect(address: str | None) -> None:
     """Joins the cluster at `address`, else RAY_ADDRESS (what `ray job submit` sets), else starts a local one."""
     import ray
 
     if ray.is_initialized():
         return
+    check_reachable(address)
     if address is None and "RAY_ADDRESS" not in os.environ:
         # A local cluster of our own: its workers are the training, so they run at normal priority
         # (Ray's default nice 15 lets Ray's own processes take CPU from them on small machines).

@@ -25,8 +25,6 @@ import inspect
 import json
 import math
 import numbers
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from embedlab.config import Config, LossModifierConfig, SearchConfig
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
-from embedlab.losses import CATALOGUE, MODIFIERS, check_format, get_loss_class
+from embedlab.losses import CATALOGUE, check_format, get_loss_class
 
 RANGE_KINDS = ("loguniform", "uniform", "int")
 NO_MODIFIER = "none"
@@ -82,8 +80,6 @@ def prepare_sweep(config: Config) -> Sweep:
         raise EmbedlabError(f"search.num_samples must be at least 1, got {search.num_samples}")
     if search.max_concurrent < 1 or search.workers_per_trial < 1:
         raise EmbedlabError("search.max_concurrent and search.workers_per_trial must be at least 1")
-    if search.scheduler not in ("fifo", "asha"):
-        raise EmbedlabError(f"search.scheduler '{search.scheduler}' is unknown: choose fifo or asha")
     _, detected = load_with_format(config.data.train)
     losses = _resolve_losses(search, detected)
     # The model and evaluators load here once too, with the first candidate loss, so their errors come now.
@@ -92,9 +88,6 @@ def prepare_sweep(config: Config) -> Sweep:
         dataclasses.replace(config, search=None, loss=dataclasses.replace(config.loss, name=first_loss, params=losses[first_loss]["params"])),
         device="cpu",
     )
-    for option in search.modifiers:
-        if option is not None and option.name not in MODIFIERS:
-            raise EmbedlabError(f"search.modifiers: unknown loss modifier '{option.name}': choose from {', '.join(MODIFIERS)}")
     for key, spec in search.space.items():
         _check_range(f"search.space.{key}", spec)
         _check_config_key(config, key, _example_value(spec))
@@ -103,8 +96,6 @@ def prepare_sweep(config: Config) -> Sweep:
     scored_by = prepared.evaluators[0]
     metric = search.metric or scored_by.primary_metric
     mode = search.mode or ("max" if scored_by.greater_is_better else "min")
-    if mode not in ("max", "min"):
-        raise EmbedlabError(f"search.mode must be max or min, got '{mode}'")
     sweep = Sweep(config, search, detected.format.key, losses, metric, mode, tracking.resolve_uri(config))
     names = set(parameter_names(sweep))
     for index, point in enumerate(search.points_to_evaluate):
@@ -129,7 +120,7 @@ def _resolve_losses(search: SearchConfig, detected) -> dict[str, dict]:
         if not names:
             raise EmbedlabError(f"no catalogue loss suits this data ({detected.describe()}) without extra parameters: list losses in search.losses")
         return {name: {"params": {}, "space": dict(getattr(CATALOGUE[name], "search_space", None) or {})} for name in names}
-    if isinstance(search.losses, str) or not search.losses:
+    if not search.losses:
         raise EmbedlabError("search.losses must be `auto` or a list of losses")
     losses = {}
     for entry in search.losses:
@@ -358,44 +349,44 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
 
     search = sweep.search
     address = address if address is not None else sweep.config.distributed.address
-    check_reachable(address)
     connect(address)
     cpus_per_worker = search.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // (search.max_concurrent * search.workers_per_trial))
     base = with_absolute_paths(dataclasses.replace(sweep.config, search=None)).to_dict()
     loss_params = {name: entry["params"] for name, entry in sweep.losses.items()}
     modifiers = list(search.modifiers)
     parent = open_sweep_run(sweep)
-    trainable = tune.with_parameters(
-        train_trial,
-        base=base,
-        loss_params=loss_params,
-        modifiers=modifiers,
-        workers=search.workers_per_trial,
-        use_gpu=search.use_gpu,
-        cpus_per_worker=cpus_per_worker,
-        parent=parent.location() | {"key": parent.key, "sweep": sweep.name} if parent else None,
-        metric=sweep.metric,
-        mode=sweep.mode,
-    )
-    if search.workers_per_trial > 1:
-        # The trial only drives a TorchTrainer whose workers hold the CPUs; Tune needs some resource in a
-        # trial's bundle, so it reserves a token 1 MiB of memory and no CPU.
-        trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 2**20})
-    else:
-        trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": int(search.use_gpu)})
-    storage = str(sweep.output_dir)
-    experiment = sweep.output_dir / "tune"
-    if resume:
-        if not tune.Tuner.can_restore(str(experiment)):
-            raise EmbedlabError(f"nothing to resume in {experiment}: run the sweep without --resume first")
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        # A trial that raises is one failed trial, not a failed sweep: Tune records its error (ResultGrid.errors,
-        # <trial>/error.txt) and goes on (fail_fast off). No retries: a trial's error (a loss that crashes on this
-        # data, out of memory) comes back on a rerun; `--resume` reruns errored trials when the cause is fixed.
-        run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=1, failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
-        tuner = tune.Tuner(trainable, tune_config=_tune_config(sweep), run_config=run_config)
-    return finish_sweep(sweep, tuner.fit(), parent)
+    with run.failing_run(parent):  # an interrupted or crashed sweep is not left RUNNING in MLflow
+        trainable = tune.with_parameters(
+            train_trial,
+            base=base,
+            loss_params=loss_params,
+            modifiers=modifiers,
+            workers=search.workers_per_trial,
+            use_gpu=search.use_gpu,
+            cpus_per_worker=cpus_per_worker,
+            parent=parent.location() | {"key": parent.key, "sweep": sweep.name} if parent else None,
+            metric=sweep.metric,
+            mode=sweep.mode,
+        )
+        if search.workers_per_trial > 1:
+            # The trial only drives a TorchTrainer whose workers hold the CPUs; Tune needs some resource in a
+            # trial's bundle, so it reserves a token 1 MiB of memory and no CPU.
+            trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 2**20})
+        else:
+            trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": int(search.use_gpu)})
+        storage = str(sweep.output_dir)
+        experiment = sweep.output_dir / "tune"
+        if resume:
+            if not tune.Tuner.can_restore(str(experiment)):
+                raise EmbedlabError(f"nothing to resume in {experiment}: run the sweep without --resume first")
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            # A trial that raises is one failed trial, not a failed sweep: Tune records its error (ResultGrid.errors,
+            # <trial>/error.txt) and goes on (fail_fast off). No retries: a trial's error (a loss that crashes on this
+            # data, out of memory) comes back on a rerun; `--resume` reruns errored trials when the cause is fixed.
+            run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=1, failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
+            tuner = tune.Tuner(trainable, tune_config=_tune_config(sweep), run_config=run_config)
+        return finish_sweep(sweep, tuner.fit(), parent)
 
 
 def finish_sweep(sweep: Sweep, results, parent) -> dict:
@@ -407,23 +398,6 @@ def finish_sweep(sweep: Sweep, results, parent) -> dict:
     if summary["best"] is None:
         raise EmbedlabError(no_best_message(sweep, summary))
     return summary
-
-
-def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
-    """Fails in one line when nothing listens at a Ray cluster's host:port: `ray.init` would retry it for
-    minutes before giving up. Other forms (auto, local, unknown schemes) are left to Ray."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address or address in ("auto", "local"):
-        return
-    target = address.removeprefix("ray://")
-    host, _, port = target.rpartition(":")
-    if "://" in target or not host or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise EmbedlabError(f"cannot reach the Ray cluster at '{address}': {reason} (is a Ray cluster running there?)") from None
 
 
 def _tune_config(sweep: Sweep):

@@ -68,3 +68,16 @@ def test_ray_is_not_started_for_a_mistake(tmp_path, capsys, tiny_model_path, sco
     config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out", training={"batch_size": 64})
     assert main(["train", str(config), "--workers", "2"]) == 2
     assert not ray.is_initialized()
+
+
+def test_an_unreachable_ray_address_fails_in_one_line_before_anything_is_written(tmp_path, capsys, tiny_model_path, score_pairs_file):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out", distributed={"address": f"127.0.0.1:{port}"})
+    assert main(["train", str(config), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in err, err
+    assert not (tmp_path / "out").exists()
