@@ -3,7 +3,8 @@
 A run is exactly what its config says. Its identity is the resolved config without the keys that cannot
 change the result (where it is written, how it is tracked, progress bars, how often it checkpoints,
 whether it resumes, which Ray cluster runs it), plus what the config only names: the content of each
-data file, the model's files and the loss's full `get_config_dict()` (defaults included). The
+data file (in place of its path), the model's files and the loss's full `get_config_dict()` (defaults
+included). The
 fingerprint is a hash of that identity.
 
 The output folder's `run.json`, every checkpoint and `results.json` carry it. Rerunning the same config
@@ -52,6 +53,7 @@ def run_identity(config: Config, loss) -> dict:
         for index, entry in enumerate(getattr(config, section)):
             sources[f"{section}.{index}.data"] = entry.data
     for where, source in sources.items():
+        del identity[f"{where}.path"]  # the content decides, not where the file lies
         identity[f"{where}.fingerprint"] = data_fingerprint(source)
     identity["model.fingerprint"] = model_fingerprint(config.model.name)
     inner = getattr(loss, "loss", None) if config.loss.modifiers else None  # a modifier's wrapped loss

@@ -158,3 +158,13 @@ def test_bf16_and_full_precision_need_no_scaler(tmp_path, tiny_model_path, score
         prepared = run.prepare(config, device="cpu")
         trainer = Trainer(prepared.loss, prepared.dataset, prepared.detected, config.training, tmp_path / precision)
         assert trainer.autocast_dtype == dtype and not trainer.scaler.is_enabled()
+
+
+def test_a_moved_data_file_with_the_same_bytes_is_the_same_run(tmp_path, tiny_model_path, score_pairs_file):
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out"))
+    prepared = run.prepare(config, device="cpu")
+    moved = tmp_path / "moved" / "pairs.jsonl"
+    moved.parent.mkdir()
+    moved.write_bytes(score_pairs_file.read_bytes())
+    config.data.train.path = str(moved)
+    assert fingerprint(run_identity(config, prepared.loss)) == prepared.fingerprint
