@@ -406,12 +406,17 @@ def load_config(path: str | Path, overrides: list[str] = (), smoke_test: bool = 
     return config
 
 
+SMOKE_TEST_BATCH_SIZE = 8
+
+
 def smoke_test_config(config: Config) -> Config:
     """The same run, cut to a few steps on a few rows: checks that everything is wired up, in seconds."""
     config = copy.deepcopy(config)
     config.training.max_steps = 4
     config.training.eval_steps = None
     config.training.save_steps = 2
+    # 64 rows can shrink to a dozen in a conversion (SICK pairs -> triplets); 8 still batches them.
+    config.training.batch_size = min(config.training.batch_size, SMOKE_TEST_BATCH_SIZE)
     config.data.train.limit = min(config.data.train.limit or 10**9, 64)
     for evaluator in config.evaluators + config.test_evaluators:
         evaluator.data.limit = min(evaluator.data.limit or 10**9, 64)
@@ -420,4 +425,9 @@ def smoke_test_config(config: Config) -> Config:
         config.search.num_samples = min(config.search.num_samples, 2)
         config.search.grace_period = 1
         config.training.eval_steps = 2
+        if "training.batch_size" in config.search.space:
+            config.search.space["training.batch_size"] = {"choice": [SMOKE_TEST_BATCH_SIZE]}
+        for point in config.search.points_to_evaluate:
+            if "training.batch_size" in point:
+                point["training.batch_size"] = SMOKE_TEST_BATCH_SIZE
     return config

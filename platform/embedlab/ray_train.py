@@ -29,7 +29,7 @@ from embedlab.model import EmbeddingModel
 from embedlab.trainer import Trainer
 
 RESULT_FILES = ("model", "results.json", "eval")  # what the last checkpoint carries back to the driver
-WORKER_ERROR = "embedlab_error"  # a metric that carries a worker's EmbedlabError back to the driver
+WORKER_ERROR = "embedlab_error"  # carries a worker's EmbedlabError back to the driver, as its return value
 
 
 # --- the driver ---------------------------------------------------------------------------------
@@ -65,8 +65,8 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
                 f"training failed on the Ray workers after {distributed.max_failures} restart(s): {_first_line(error)}; "
                 f"rerun the same command to resume from the last checkpoint in {storage_path}/{ray_run_name}"
             ) from None
-        if WORKER_ERROR in result.metrics:  # a mistake in the input, found on the workers: not worth a retry
-            raise EmbedlabError(result.metrics[WORKER_ERROR])
+        if isinstance(result.return_value, dict) and WORKER_ERROR in result.return_value:  # not worth a retry
+            raise EmbedlabError(result.return_value[WORKER_ERROR])
         output_dir = Path(config.output_dir)
         with result.checkpoint.as_directory() as folder:
             copy_files(RESULT_FILES, Path(folder), output_dir)
@@ -240,7 +240,7 @@ def _first_line(error: BaseException) -> str:
 
 
 # --- the workers --------------------------------------------------------------------------------
-def train_fn_per_worker(loop_config: dict) -> None:
+def train_fn_per_worker(loop_config: dict) -> dict | None:
     import ray.train
     import ray.train.torch
 
@@ -254,14 +254,15 @@ def train_fn_per_worker(loop_config: dict) -> None:
         except EmbedlabError as mistake:
             trainer, resume_from, error = None, None, str(mistake)
         # A mistake in the input fails the same way on every retry: every rank learns of any rank's, and
-        # all report it and end normally, so Ray Train does not restart the group max_failures times.
+        # all return it and end normally (rank 0's return value reaches the driver), so Ray Train does not
+        # restart the group max_failures times.
         errors = [None] * world_size
         torch.distributed.all_gather_object(errors, error)
         error = next((message for message in errors if message), None)
         if error is not None:
-            ray.train.report({WORKER_ERROR: error})
-            return
+            return {WORKER_ERROR: error}
         trainer.train(resume_from=resume_from)
+        return None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -130,6 +130,7 @@ class Tracker:
         self.lost = 0  # records no store kept
         self.warned = False  # at most one warning about lost records
         self.key, self.reused = None, False  # set by open()
+        self.last_steps: dict[str, int] = {}  # metric -> the last step recorded, for a reused run
 
     @classmethod
     def open(cls, uri: str, experiment: str, key: str, run_name: str, tags: dict, folder: Path, parent_run_id: str | None = None, reuse: bool = True) -> "Tracker":
@@ -150,11 +151,13 @@ class Tracker:
 
     def location(self) -> dict:
         """What a worker or trial needs to log into this run."""
-        return {"uri": self.uri, "run_id": self.run_id, "experiment": self.experiment, "folder": str(self.fallback_folder)}
+        return {"uri": self.uri, "run_id": self.run_id, "experiment": self.experiment, "folder": str(self.fallback_folder), "reused": self.reused}
 
     @classmethod
     def at(cls, location: dict) -> "Tracker":
-        return cls(location["uri"], location["run_id"], location["experiment"], Path(location["folder"]))
+        tracker = cls(location["uri"], location["run_id"], location["experiment"], Path(location["folder"]))
+        tracker.reused = location.get("reused", False)
+        return tracker
 
     # --- records --------------------------------------------------------------------------------
     def log_params(self, params: dict) -> None:
@@ -174,8 +177,20 @@ class Tracker:
 
         now = int(time.time() * 1000)
         items = [Metric(key, float(value), now, step) for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        if self.reused:  # a resumed run recomputes the steps after its last checkpoint: record each step once
+            items = [item for item in items if step > self._last_step(item.key)]
+        for item in items:
+            self.last_steps[item.key] = step
         if items:
             self._call("log_batch", metrics=items)
+
+    def _last_step(self, key: str) -> int:
+        if key not in self.last_steps:
+            try:
+                self.last_steps[key] = max((metric.step for metric in self.client.get_metric_history(self.run_id, key)), default=-1)
+            except Exception:  # the store is down: record the step (the fallback store starts empty anyway)
+                self.last_steps[key] = -1
+        return self.last_steps[key]
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         method = "log_artifacts" if Path(path).is_dir() else "log_artifact"

@@ -11,6 +11,7 @@ from conftest import write_config
 from embedlab import run
 from embedlab.cli import main
 from embedlab.config import load_config
+from embedlab.errors import EmbedlabError
 from embedlab.identity import changed_keys, fingerprint, run_identity
 from embedlab.trainer import Trainer
 
@@ -58,7 +59,12 @@ def test_the_same_config_resumes_and_keeps_one_history(finished_run, capsys):
     assert again["fingerprint"] == first["fingerprint"]
     steps = [entry["step"] for entry in again["history"]]
     assert steps == sorted(set(steps))  # one run: no step twice
-    assert len(_mlflow_runs(output_dir)) == 1
+    (only_run,) = _mlflow_runs(output_dir)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir / 'mlflow.db'}")
+    for key in ("train_loss", "learning_rate"):  # MLflow's history too: each step once
+        assert [metric.step for metric in client.get_metric_history(only_run.info.run_id, key)] == [2, 4], key
 
 
 def test_resume_false_starts_over_as_a_new_mlflow_run(finished_run, capsys):
@@ -117,7 +123,7 @@ def test_a_trainer_never_loads_another_runs_checkpoint(tmp_path, tiny_model_path
 
     trainer(prepared.identity).train()
     other = {**prepared.identity, "training.seed": 7}
-    with pytest.raises(Exception, match=re.escape("training.seed: 0 -> 7")):
+    with pytest.raises(EmbedlabError, match=re.escape("training.seed: 0 -> 7")):
         trainer(other).train()
 
 
@@ -136,18 +142,22 @@ def test_fp16_uses_a_gradient_scaler_whose_state_resumes_exactly(tmp_path, tiny_
     def trainer(folder, callbacks=()):
         config = load_config(write_config(tmp_path / f"{folder}.yaml", tiny_model_path, score_pairs_file, tmp_path / folder, training={"mixed_precision": "fp16", "max_steps": 8, "save_steps": 4}))
         prepared = run.prepare(config, device="cpu")
-        return Trainer(prepared.loss, prepared.dataset, prepared.detected, config.training, tmp_path / folder, callbacks=callbacks, identity=prepared.identity)
+        made = Trainer(prepared.loss, prepared.dataset, prepared.detected, config.training, tmp_path / folder, callbacks=callbacks, identity=prepared.identity)
+        assert made.scaler.is_enabled() and made.autocast_dtype == torch.float16
+        # The scale moves at every step (doubled after each good step, halved and the step skipped on an
+        # overflow), so a resumed run ends with the uninterrupted run's scale only if the checkpoint's was loaded.
+        made.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+        return made
 
     whole = trainer("a")
-    assert whole.scaler.is_enabled() and whole.autocast_dtype == torch.float16
     whole.train()
-    state = torch.load(tmp_path / "a" / "checkpoints" / "checkpoint-8" / "training_state.pt", weights_only=True)
-    assert state["grad_scaler"]["scale"] > 0
+    state = torch.load(tmp_path / "a" / "checkpoints" / "checkpoint-4" / "training_state.pt", weights_only=True)
+    assert state["grad_scaler"]["scale"] != 2.0**10  # it moved from the initial scale
     with pytest.raises(Interrupt):
         trainer("b", [StopAt()]).train()
     resumed = trainer("b")
     resumed.train()
-    assert resumed.scaler.get_scale() == whole.scaler.get_scale()
+    assert resumed.scaler.get_scale() == whole.scaler.get_scale() != state["grad_scaler"]["scale"]
     for name, value in whole.loss.state_dict().items():
         assert torch.equal(value, resumed.loss.state_dict()[name]), name
 
