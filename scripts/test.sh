@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite (unit + integration; `-m slow` adds the long runs). Extra arguments go to pytest.
+# The test suite (unit + integration; `-m slow` runs only the long runs, `-m ''` everything). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

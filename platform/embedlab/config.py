@@ -290,6 +290,8 @@ def _build(cls, raw, where: str):
     if dataclasses.is_dataclass(cls):
         if isinstance(raw, str) and cls in SHORTHANDS:  # e.g. `train: data.csv` for `train: {path: data.csv}`
             raw = {SHORTHANDS[cls]: raw}
+        if cls is TrackingConfig and raw is False:  # `tracking: false` reads as it means: no tracking
+            raw = {"mode": "off"}
         if not isinstance(raw, dict):
             raise EmbedlabError(f"config key '{where}' must be a mapping, got {type(raw).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -353,6 +355,8 @@ def _build(cls, raw, where: str):
         raise EmbedlabError(f"config key '{where}' must be a string, got {_shown(raw)}")
     if cls is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
+    if cls is int and isinstance(raw, float) and raw.is_integer():  # max_steps: 1e4
+        return int(raw)
     if cls in (int, float) and not (isinstance(raw, cls) and not isinstance(raw, bool)):
         raise EmbedlabError(f"config key '{where}' must be {cls.__name__}, got {_shown(raw)}")
     return raw

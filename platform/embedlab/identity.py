@@ -4,7 +4,7 @@ A run is exactly what its config says. Its identity is the resolved config witho
 change the result (where it is written, how it is tracked, progress bars, how often it checkpoints,
 whether it resumes, which Ray cluster runs it), plus what the config only names: the content of each
 data file (in place of its path), the model's files and the loss's full `get_config_dict()` (defaults
-included). The
+included). Credentials (masked as in MLflow) are not part of it: they cannot change a result. The
 fingerprint is a hash of that identity.
 
 The output folder's `run.json`, every checkpoint and `results.json` carry it. Rerunning the same config
@@ -22,6 +22,7 @@ from pathlib import Path
 from embedlab.config import Config, DataSource
 from embedlab.errors import EmbedlabError
 from embedlab.model import resolve_model_path
+from embedlab.tracking import redact_config
 
 RUN_FILE = "run.json"
 # Keys that cannot change what a run computes. Everything else is part of its identity.
@@ -46,7 +47,8 @@ MAX_KEYS_SHOWN = 6  # the error stays one readable line
 
 def run_identity(config: Config, loss) -> dict:
     """The flat {dotted key: value} identity of a run (see the module docstring)."""
-    identity = {key: value for key, value in _flatten(config.to_dict()).items() if not _excluded(key)}
+    # Credentials cannot change a result, and the identity is written to files: it holds them masked.
+    identity = {key: value for key, value in _flatten(redact_config(config.to_dict())).items() if not _excluded(key)}
     identity["distributed.workers"] = config.distributed.workers or 1  # in-process is one worker
     sources = {"data.train": config.data.train}
     for section in ("evaluators", "test_evaluators"):
@@ -59,7 +61,7 @@ def run_identity(config: Config, loss) -> dict:
     inner = getattr(loss, "loss", None) if config.loss.modifiers else None  # a modifier's wrapped loss
     for prefix, module in (("loss.resolved", loss), ("loss.resolved.inner", inner)):
         if module is not None and hasattr(module, "get_config_dict"):
-            identity.update({f"{prefix}.{key}": _plain(value) for key, value in module.get_config_dict().items()})
+            identity.update({f"{prefix}.{key}": _plain(value) for key, value in redact_config(module.get_config_dict()).items()})
     return identity
 
 
@@ -103,13 +105,14 @@ def _file_digest(path: Path) -> str:
 
 # --- the output folder ------------------------------------------------------------------------------
 def recorded_identity(output_dir: Path) -> dict | None:
-    """{"fingerprint", "identity"} of the run whose files are in `output_dir`, else None. A folder with
-    checkpoints or results but no identity (an earlier embedlab) has fingerprint "unknown"."""
+    """{"fingerprint", "identity"} of the run whose checkpoints or results are in `output_dir`, else None
+    (a run that stopped before its first checkpoint left nothing to resume or to lose). Checkpoints or
+    results without an identity (an earlier embedlab) have fingerprint "unknown"."""
     from embedlab.trainer import STATE_FILE, latest_checkpoint  # the trainer imports this module
 
     output_dir = Path(output_dir)
     checkpoint = latest_checkpoint(output_dir)
-    for record in (output_dir / RUN_FILE, checkpoint and checkpoint / STATE_FILE, output_dir / "results.json"):
+    for record in (checkpoint and checkpoint / STATE_FILE, output_dir / "results.json"):
         if record and record.exists():
             found = json.loads(record.read_text())
             return {"fingerprint": found.get("fingerprint") or "unknown", "identity": found.get("identity") or {}}
@@ -143,6 +146,12 @@ def start_over(output_dir: Path) -> None:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+
+
+def last_fingerprint(output_dir: Path) -> str | None:
+    """The fingerprint of the last run started in `output_dir` (its run.json), finished or not."""
+    run_file = Path(output_dir) / RUN_FILE
+    return json.loads(run_file.read_text())["fingerprint"] if run_file.exists() else None
 
 
 def write_run_file(output_dir: Path, identity: dict) -> None:

@@ -24,7 +24,7 @@ import torch.distributed
 from embedlab import run, tracking
 from embedlab.config import Config, DataSource, DistributedConfig
 from embedlab.errors import EmbedlabError
-from embedlab.identity import recorded_identity, start_over
+from embedlab.identity import last_fingerprint, start_over
 from embedlab.model import EmbeddingModel
 from embedlab.trainer import Trainer
 
@@ -50,8 +50,8 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
 
     ray_run_name = run_name_in_storage(config.output_dir, prepared.fingerprint)
     if not config.training.resume:  # start over: this run's and the folder's previous run's checkpoints go
-        previous = recorded_identity(Path(config.output_dir))
-        for name in {ray_run_name, *([run_name_in_storage(config.output_dir, previous["fingerprint"])] if previous else [])}:
+        previous = last_fingerprint(Path(config.output_dir))
+        for name in {ray_run_name, *([run_name_in_storage(config.output_dir, previous)] if previous else [])}:
             delete_run(storage_path, name)
         start_over(Path(config.output_dir))
     loss_line = f"{config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"

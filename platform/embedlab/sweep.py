@@ -28,10 +28,8 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from embedlab import run, tracking
-from embedlab.config import Config, LossModifierConfig, SearchConfig
+from embedlab.config import Config, LossModifierConfig, SearchConfig, dump_yaml
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
@@ -675,4 +673,4 @@ def _short(value):
 
 def write_resolved(sweep: Sweep) -> None:
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
-    (sweep.output_dir / "sweep.yaml").write_text(yaml.safe_dump(sweep.config.to_dict(), sort_keys=False))
+    (sweep.output_dir / "sweep.yaml").write_text(dump_yaml(tracking.redact_config(sweep.config.to_dict())))

@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from embedlab.config import Config
+from embedlab.config import Config, dump_yaml, load_yaml
 from embedlab.errors import EmbedlabError
 
 KEY_TAG = "embedlab_run_key"  # finds a run again: the output folder (train) or sweep folder + trial id
@@ -61,7 +61,7 @@ KEY_QUALIFIERS = frozenset(
 )  # fmt: skip
 TOKENIZER_TOKENS = frozenset({"pad", "cls", "sep", "unk", "bos", "eos", "mask"})  # `pad_token` is a tokenizer's, not a credential
 NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-URI_USERINFO = re.compile(r"(://)[^/\s\"'<>]*@")  # greedy to the last @ before the path: a password may hold an @
+URI_USERINFO = re.compile(r"(://)[^/\s\"'<>?#]*@")  # greedy to the last @ before the path: a password may hold an @
 QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s\"'<>]+)=([^&;#\s\"'<>]*)")
 TEXT_PAIR = re.compile(r"""(["'])([^"'\n]{1,200})\1(\s*:\s*)("(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^,}\]\n]+)""")  # "name": value, as JSON writes it
 YAML_PAIR = re.compile(r"^(\s*(?:-\s+)?)([\w.-]+)(\s*:[ \t]+)(\S.*)$", re.MULTILINE)  # name: value, as YAML writes it
@@ -324,9 +324,15 @@ def redact_config(raw: dict) -> dict:
     return _redacted(raw)
 
 
-def _redacted(value):
+def _redacted(value, names_are_columns: bool = False):
+    """`names_are_columns`: the keys of a `rename` mapping are data columns (a column named `key` is no secret)."""
     if isinstance(value, dict):
-        return {key: MASK if is_secret_key(key) and value[key] not in (None, "") else _redacted(value[key]) for key in value}
+        return {
+            key: MASK
+            if not names_are_columns and is_secret_key(key) and value[key] not in (None, "") and not isinstance(value[key], bool)
+            else _redacted(value[key], names_are_columns=key == "rename")
+            for key in value
+        }
     if isinstance(value, (list, tuple)):
         return [_redacted(item) for item in value]
     if isinstance(value, str):
@@ -471,12 +477,12 @@ def _redact_yaml(text: str) -> str:
     import yaml
 
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError:
         return redact_text(text)
     if not isinstance(raw, dict):
         return redact_text(text)
-    return yaml.safe_dump(redact_config(raw), sort_keys=False)
+    return dump_yaml(redact_config(raw))
 
 
 def end_stopped_children(parent: Tracker) -> None:

@@ -51,6 +51,8 @@ def set_seed(seed: int) -> None:
 
 def make_sampler(args: TrainingConfig, loss, dataset, detected):
     name = getattr(loss, "batch_sampler", "random") if args.sampler == "auto" else args.sampler
+    if name not in SAMPLERS:  # the config's value is checked by its schema; a user's loss class names its own
+        raise EmbedlabError(f"{type(loss).__name__}.batch_sampler is '{name}': a loss may ask for {', '.join(SAMPLERS)}")
     return SAMPLERS[name](dataset, detected, args.batch_size, args.seed, args.drop_last)
 
 

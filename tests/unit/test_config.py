@@ -181,3 +181,12 @@ def test_dump_yaml_quotes_strings_that_read_back_as_something_else(tmp_path):
     dumped = dump_yaml(config.to_dict())
     assert load_config(_write(tmp_path, dumped)) == config
     assert yaml.safe_load(dumped) == config.to_dict()  # YAML 1.1 readers too
+
+
+def test_tracking_false_means_off_and_whole_floats_fill_int_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: d.csv}\ntracking: false\ntraining: {max_steps: 1e4}\n")
+    config = load_config(path)
+    assert config.tracking.mode == "off" and config.training.max_steps == 10000 and isinstance(config.training.max_steps, int)
+    with pytest.raises(EmbedlabError, match="training.max_steps' must be int, got 2.5"):
+        load_config(path, ["training.max_steps=2.5"])

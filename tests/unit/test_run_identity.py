@@ -86,6 +86,27 @@ def test_resume_false_starts_over_as_a_new_mlflow_run(finished_run, capsys):
     assert [metric.step for metric in client.get_metric_history(old_run.info.run_id, "train_loss")] == [2, 4]
 
 
+# Every config key that is not part of a run's identity, written out: a new config key joins the identity
+# unless it is added here, on purpose.
+NOT_IN_IDENTITY = {
+    "output_dir", "search", "tracking.experiment", "tracking.mode", "tracking.uri",
+    "training.resume", "training.save_steps", "training.save_total_limit", "training.show_progress_bar",
+    "distributed.address", "distributed.check_resources", "distributed.cpus_per_worker", "distributed.max_failures",
+    "distributed.num_to_keep", "distributed.storage_path",
+    "data.train.path", "evaluators.0.data.path",  # replaced by the files' content digests
+}
+
+
+def test_every_config_key_is_in_the_identity_but_the_listed_ones(tmp_path, tiny_model_path, score_pairs_file):
+    from embedlab.identity import _flatten
+
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out", evaluators=[{"name": "dev", "data": str(score_pairs_file)}]))
+    identity = run.prepare(config, device="cpu").identity
+    keys = set(_flatten(config.to_dict()))
+    assert keys - set(identity) == NOT_IN_IDENTITY
+    assert set(identity) - keys == {"data.train.fingerprint", "evaluators.0.data.fingerprint", "model.fingerprint", "loss.resolved.scale", "loss.resolved.similarity_fct"}
+
+
 def test_identity_leaves_out_only_what_cannot_change_the_result(tmp_path, tiny_model_path, score_pairs_file):
     config_file = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out")
 
@@ -178,3 +199,28 @@ def test_a_moved_data_file_with_the_same_bytes_is_the_same_run(tmp_path, tiny_mo
     moved.write_bytes(score_pairs_file.read_bytes())
     config.data.train.path = str(moved)
     assert fingerprint(run_identity(config, prepared.loss)) == prepared.fingerprint
+
+
+def test_the_identity_holds_no_credentials(tmp_path, tiny_model_path, score_pairs_file):
+    config_file = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out", loss={"name": "custom_losses.MeanSquaredCosineLoss"})
+    config = load_config(config_file)
+    config.loss.params = {"api_key": "sk-secret", "weight": 2.0}
+    identity = run_identity(config, run.prepare(load_config(config_file), device="cpu").loss)
+    assert "sk-secret" not in json.dumps(identity) and identity["loss.params.api_key"] == "***"
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_does_not_block_a_changed_config(tmp_path, capsys, tiny_model_path, score_pairs_file):
+    config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "run", training={"save_steps": None}, tracking="off")
+
+    class Crash(Exception):
+        pass
+
+    class CrashAtStep2:
+        def on_step_end(self, trainer, step, loss_value):
+            if step == 2:
+                raise Crash
+
+    with pytest.raises(Crash):
+        run.train(run.prepare(load_config(config), device="cpu"), callbacks=[CrashAtStep2()])
+    assert (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
+    assert _train(capsys, config, "training.batch_size=4")[0] == 0  # e.g. out of memory, then a smaller batch

@@ -281,3 +281,14 @@ def test_a_run_that_raises_is_failed_in_mlflow_not_left_running(tmp_path, tiny_m
     client = MlflowClient(local_store(tmp_path / "out"))
     (found,) = client.search_runs([client.get_experiment_by_name("boom").experiment_id])
     assert found.info.status == "FAILED" and found.data.tags[tracking.ERROR_TAG] == "RuntimeError: out of memory at step 2"
+
+
+def test_redaction_keeps_column_names_booleans_and_hosts():
+    from embedlab.tracking import redact, redact_config
+
+    raw = {"data": {"train": {"rename": {"key": "anchor"}}}, "model": {"use_auth_token": True, "token": "hf_abc"}}
+    redacted = redact_config(raw)
+    assert redacted["data"]["train"]["rename"] == {"key": "anchor"}  # a column named key is no credential
+    assert redacted["model"] == {"use_auth_token": True, "token": "***"}  # a switch is no secret; the token is
+    assert redact("https://host.example/search?email=a@b.com") == "https://host.example/search?email=a@b.com"
+    assert redact("https://alice:pw@host.example/x") == "https://***@host.example/x"
