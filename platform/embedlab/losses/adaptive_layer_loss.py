@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from embedlab.distributed import same_on_every_rank
 from embedlab.losses.matryoshka_loss import replaced_forward
 
 
@@ -57,6 +58,15 @@ class EmbeddingCollector:
         return embeddings
 
 
+def wraps_cached_loss(loss: nn.Module) -> bool:
+    """Whether `loss`, or the loss inside its modifiers (Matryoshka2dLoss wraps a MatryoshkaLoss), is cached."""
+    while loss is not None:
+        if getattr(loss, "uses_gradient_cache", False):
+            return True
+        loss = getattr(loss, "loss", None) if getattr(loss, "is_modifier", False) else None
+    return False
+
+
 class AdaptiveLayerLoss(nn.Module):
     """Loss modifier: applies the inner loss to the final layer and to randomly chosen earlier layers
     (as if the model ended there), plus a KL term pulling earlier layers towards the final one, so the
@@ -97,6 +107,9 @@ class AdaptiveLayerLoss(nn.Module):
     """
 
     is_modifier = True
+    # It replays the transformer's layers through the model's forward, which a GradCache (cached) loss
+    # calls in mini-batches without a graph and again inside backward: the replay cannot follow it.
+    accepts_cached_losses = False
 
     def __init__(
         self,
@@ -112,8 +125,8 @@ class AdaptiveLayerLoss(nn.Module):
         super().__init__()
         if not callable(layer_weighting) and layer_weighting not in ("uniform", "log", "linear"):
             raise ValueError(f"layer_weighting must be 'uniform', 'log', 'linear' or a function, got {layer_weighting!r}")
-        if getattr(loss, "uses_gradient_cache", False):
-            raise ValueError(f"AdaptiveLayerLoss cannot wrap {type(loss).__name__}, which is cached (GradCache)")
+        if not self.accepts_cached_losses and wraps_cached_loss(loss):
+            raise ValueError(f"{type(self).__name__} cannot wrap {type(loss).__name__}, which is or wraps a cached (GradCache) loss")
         self.model = model
         self.loss = loss
         self.n_layers_per_step = n_layers_per_step
@@ -142,7 +155,8 @@ class AdaptiveLayerLoss(nn.Module):
                 final = F.softmax(collector.take() / self.kl_temperature, dim=-1).detach()
             layers = range(replay.num_layers - 1)  # hidden_states: the embedding layer, then each block but the last
             if 0 < self.n_layers_per_step < replay.num_layers - 1:
-                layers = random.sample(layers, self.n_layers_per_step)
+                # Every worker trains the same layers (rank 0's draw): a gathered batch must not mix layers.
+                layers = same_on_every_rank(random.sample(layers, self.n_layers_per_step))
             for layer in layers:
                 replay.set_layer(layer)
                 layer_loss = self.loss(sentence_features, labels)

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from embedlab.distributed import all_gather_with_grad, rank
+from embedlab.distributed import gather_columns_with_offset
 from embedlab.losses.gradcache import cached_loss
 
 GIST_CITATION = """
@@ -116,11 +116,21 @@ class GISTEmbedLoss(nn.Module):
         anchor_guide, positive_guide, *negative_guides = guides
         batch_size = anchor.size(0)
         offset = 0
+        all_anchors, all_anchor_guides = anchor, anchor_guide
         if self.gather_across_devices:
-            positive, positive_guide = all_gather_with_grad(positive), all_gather_with_grad(positive_guide)
-            negatives = [all_gather_with_grad(n) for n in negatives]
-            negative_guides = [all_gather_with_grad(n) for n in negative_guides]
-            offset = rank() * batch_size
+            # Each worker scores only its own anchors, against every worker's candidates and guide
+            # embeddings (and every worker's anchors, when anchors are contrasted with each other), so
+            # the false-negative filter sees what one process with the whole batch sees. Workers' batches
+            # may differ in size: this worker's rows start at `offset`, the rows of the lower ranks.
+            columns = [positive, *negatives, positive_guide, *negative_guides]
+            if self.contrast_anchors:
+                columns += [anchor, anchor_guide]
+            gathered, offset = gather_columns_with_offset(columns)
+            count = 1 + len(negatives)
+            positive, *negatives = gathered[:count]
+            positive_guide, *negative_guides = gathered[count : 2 * count]
+            if self.contrast_anchors:
+                all_anchors, all_anchor_guides = gathered[2 * count :]
         guided_positive_score = _similarity_matrix(anchor_guide, positive_guide).diagonal(offset=offset).view(-1, 1)
 
         def without_false_negatives(guided: Tensor, scores: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -138,7 +148,7 @@ class GISTEmbedLoss(nn.Module):
         own_positive[rows, offset + rows] = True
         scores = [without_false_negatives(guided_ap, _similarity_matrix(anchor, positive), keep=own_positive)]
         if self.contrast_anchors:
-            scores.append(without_false_negatives(_similarity_matrix(anchor_guide, anchor_guide), _similarity_matrix(anchor, anchor)))
+            scores.append(without_false_negatives(_similarity_matrix(anchor_guide, all_anchor_guides), _similarity_matrix(anchor, all_anchors)))
         if self.contrast_positives:
             local = slice(offset, offset + batch_size)
             scores.append(

@@ -1,10 +1,10 @@
 """GradCache: the gradients of a big-batch loss with the memory of a mini-batch.
 
 1. Embed every column in mini-batches without building a graph, remembering each mini-batch's RNG state.
-2. Compute the loss on those embeddings (as leaf tensors) and backpropagate to them: cheap, as the loss
-   only sees embeddings.
-3. When the trainer calls `loss.backward()`, re-embed each mini-batch with a graph (same RNG state, so the
-   same dropout) and backpropagate the cached embedding gradients into the model, one mini-batch at a time.
+2. Compute the loss on those embeddings (as leaf tensors); when the trainer calls `loss.backward()`,
+   backpropagate it to them: cheap, as the loss only sees embeddings.
+3. Then, still inside that backward, re-embed each mini-batch with a graph (same RNG state, so the same
+   dropout) and backpropagate the cached embedding gradients into the model, one mini-batch at a time.
 
 The parameter gradients equal those of the uncached loss (exactly, up to float summation order, where
 dropout is off; with dropout, each mini-batch draws its own masks).
@@ -89,19 +89,35 @@ def cached_loss(
     num_tokens: int | None = None,
     show_progress_bar: bool = False,
 ) -> Tensor:
-    """Steps 1-3 for `loss_fn(full-batch embeddings per column)`: returns the loss, whose backward() runs step 3."""
+    """Steps 1-3 for `loss_fn(full-batch embeddings per column)`: returns the loss, whose backward() runs
+    steps 2 and 3.
+
+    Step 2 runs inside the caller's backward, not here, so that it starts from the gradient the caller
+    gives the loss. Across workers that matters: a loss that gathers embeddings sums every worker's
+    gradient for each row in step 2, and each worker's loss arrives weighted by its own shard weight
+    (`embedlab.distributed.shard_weight`; workers' shards may differ in size). Backpropagating the unit
+    gradient here and scaling by the caller's weight afterwards would weigh every worker's share of a
+    row's gradient by the owner's weight instead.
+    """
     embeddings, states = embed_without_graph(model, sentence_features, mini_batch_size, num_tokens, show_progress_bar)
     full = [torch.cat(column) for column in embeddings]
     if not torch.is_grad_enabled():
         return loss_fn(full)
-    loss = loss_fn(full)
-    loss.backward()  # step 2: gradients of the loss with respect to each mini-batch's embeddings
-    gradients = [[piece.grad for piece in column] for column in embeddings]
+    loss = loss_fn(full)  # the graph over embeddings only: small next to the model's
+    pieces = [piece for column in embeddings for piece in column]
     device = next(model.parameters()).device
     # The recomputation runs inside backward(), outside the trainer's autocast: carry it over.
     autocast = torch.autocast(device.type, dtype=torch.get_autocast_dtype(device.type), enabled=torch.is_autocast_enabled(device.type))
 
-    def backward_into_model(grad_output: Tensor) -> None:  # step 3
+    def backward_into_model(grad_output: Tensor) -> None:
+        # Step 2: gradients of the (weighted) loss with respect to each mini-batch's embeddings.
+        flat = torch.autograd.grad(loss, pieces, grad_outputs=grad_output, allow_unused=True)
+        flat = [torch.zeros_like(piece) if gradient is None else gradient for piece, gradient in zip(pieces, flat, strict=True)]
+        gradients, start = [], 0
+        for column in embeddings:
+            gradients.append(flat[start : start + len(column)])
+            start += len(column)
+        # Step 3: re-embed each mini-batch with a graph and carry its embeddings' gradients into the model.
         with torch.enable_grad():
             for features, column_gradients, column_states in zip(sentence_features, gradients, states, strict=True):
                 batches = mini_batches(features, mini_batch_size, num_tokens)
@@ -112,7 +128,7 @@ def cached_loss(
                             recomputed = model(dict(batch))["sentence_embedding"]
                     finally:
                         context.__exit__(None, None, None)
-                    (recomputed * (gradient * grad_output)).sum().backward()
+                    (recomputed * gradient).sum().backward()
 
     result = loss.detach().requires_grad_()
     result.register_hook(backward_into_model)

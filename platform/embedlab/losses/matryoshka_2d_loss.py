@@ -1,6 +1,10 @@
 from torch import nn
 
-from embedlab.losses.adaptive_layer_loss import TWO_D_MATRYOSHKA_CITATION, AdaptiveLayerLoss
+from embedlab.losses.adaptive_layer_loss import (
+    TWO_D_MATRYOSHKA_CITATION,
+    AdaptiveLayerLoss,
+    wraps_cached_loss,
+)
 from embedlab.losses.matryoshka_loss import MatryoshkaLoss
 
 
@@ -55,6 +59,8 @@ class Matryoshka2dLoss(AdaptiveLayerLoss):
         kl_temperature: float = 0.3,
         layer_weighting="uniform",
     ):
+        if wraps_cached_loss(loss):  # before MatryoshkaLoss patches the cached loss it would then refuse
+            raise ValueError(f"{type(self).__name__} cannot wrap {type(loss).__name__}, which is or wraps a cached (GradCache) loss")
         matryoshka = MatryoshkaLoss(model, loss, matryoshka_dims, matryoshka_weights, n_dims_per_step=n_dims_per_step)
         super().__init__(
             model,

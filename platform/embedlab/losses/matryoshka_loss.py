@@ -4,6 +4,8 @@ from contextlib import contextmanager
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from embedlab.distributed import same_on_every_rank
+
 
 @contextmanager
 def replaced_forward(module: nn.Module, forward):
@@ -88,6 +90,8 @@ class MatryoshkaLoss(nn.Module):
     """
 
     is_modifier = True
+    # Wraps GradCache losses too: it shrinks the cached embeddings inside `compute_loss_from_embeddings`.
+    accepts_cached_losses = True
 
     def __init__(self, model: nn.Module, loss: nn.Module, matryoshka_dims: list[int], matryoshka_weights: list[float] | None = None, n_dims_per_step: int = -1):
         super().__init__()
@@ -112,7 +116,8 @@ class MatryoshkaLoss(nn.Module):
     def _dims_this_step(self) -> list[tuple[int, float]]:
         indices = list(range(len(self.matryoshka_dims)))
         if 0 < self.n_dims_per_step < len(indices):
-            indices = sorted(random.sample(indices, self.n_dims_per_step))
+            # Every worker trains the same sizes (rank 0's draw): a gathered batch must not mix sizes.
+            indices = same_on_every_rank(sorted(random.sample(indices, self.n_dims_per_step)))
         return [(self.matryoshka_dims[i], self.matryoshka_weights[i]) for i in indices]
 
     def forward(self, sentence_features: list[dict[str, Tensor]], labels: Tensor | None) -> Tensor:

@@ -1,7 +1,7 @@
 import torch
 from torch import Tensor, nn
 
-from embedlab.distributed import all_gather_with_grad, rank
+from embedlab.distributed import gather_columns_with_offset
 from embedlab.similarity import cos_sim
 
 DIRECTIONS = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
@@ -19,8 +19,9 @@ class MultipleNegativesRankingLoss(nn.Module):
         model: the EmbeddingModel to train.
         scale: inverse temperature for the similarities. Default 20.0 (temperature 0.05).
         similarity_fct: similarity matrix between embeddings. Default ``cos_sim``.
-        gather_across_devices: gather embeddings from every worker (with gradients), so N workers with
-            batch B/N see the negatives of one batch B. Default False.
+        gather_across_devices: gather embeddings from every worker (with gradients), so N workers sharing
+            a global batch B see its negatives; shards may differ in size, and with the trainer's shard
+            weights the averaged loss and gradients equal one worker's on B. Default False.
         directions: which similarities enter the softmax: ``query_to_doc`` (always), ``query_to_query``,
             ``doc_to_query``, ``doc_to_doc``. Default only ``query_to_doc``.
         partition_mode: ``joint`` (one softmax over all directions) or ``per_direction`` (one each,
@@ -105,19 +106,22 @@ class MultipleNegativesRankingLoss(nn.Module):
         return self.compute_loss_from_embeddings(embeddings)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor]) -> Tensor:
-        queries, docs = embeddings[0], embeddings[1:]
+        queries, docs = embeddings[0], list(embeddings[1:])
+        local_queries, local_positives = queries, docs[0]
         batch_size = queries.size(0)
         offset = 0
         if self.gather_across_devices:
-            # Each worker scores only its own queries, against every worker's documents (and vice versa).
-            queries = all_gather_with_grad(queries)
-            docs = [all_gather_with_grad(doc) for doc in docs]
-            offset = rank() * batch_size
-        world_batch_size = queries.size(0)
+            # Each worker scores only its own queries, against every worker's documents (and, for the
+            # directions that need them, every worker's queries). Workers' batches may differ in size:
+            # this worker's rows start at `offset`, the rows of the lower ranks.
+            needs_queries = bool({"query_to_query", "doc_to_query"} & set(self.directions))
+            gathered, offset = gather_columns_with_offset([*docs, queries] if needs_queries else docs)
+            docs = gathered[: len(docs)]
+            queries = gathered[-1] if needs_queries else None
+        world_batch_size = docs[0].size(0)
         all_docs = torch.cat(docs, dim=0)  # positives first, then each column of hard negatives
-        local = torch.arange(offset, offset + batch_size, device=queries.device)
-        rows = torch.arange(batch_size, device=queries.device)
-        local_queries, local_positives = queries[local], docs[0][local]
+        local = torch.arange(offset, offset + batch_size, device=local_queries.device)
+        rows = torch.arange(batch_size, device=local_queries.device)
 
         similarities = {"query_to_doc": self.similarity_fct(local_queries, all_docs)}
         if "query_to_query" in self.directions:
@@ -127,14 +131,14 @@ class MultipleNegativesRankingLoss(nn.Module):
             similarities["doc_to_query"] = self.similarity_fct(queries, local_positives).T
         if "doc_to_doc" in self.directions:
             similarities["doc_to_doc"] = self.similarity_fct(all_docs, local_positives).T
-            own_docs = torch.eye(world_batch_size, device=queries.device)[local].repeat(1, len(docs)).bool()
+            own_docs = torch.eye(world_batch_size, device=local_queries.device)[local].repeat(1, len(docs)).bool()
             similarities["doc_to_doc"].masked_fill_(own_docs, -torch.inf)
 
         penalty = None
         if self.hardness_mode is not None and self.hardness_strength > 0.0:
             # Computed on the raw similarities (before scale), without gradient: Lan et al. 2025, Eq. 5.
             penalty = self.hardness_strength * similarities["query_to_doc"].detach()
-            own_docs = torch.eye(world_batch_size, device=queries.device, dtype=torch.bool)[local].repeat(1, len(docs))
+            own_docs = torch.eye(world_batch_size, device=local_queries.device, dtype=torch.bool)[local].repeat(1, len(docs))
             if self.hardness_mode == "hard_negatives":
                 excluded = ~own_docs
                 excluded[:, :world_batch_size] = True
