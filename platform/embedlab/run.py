@@ -78,14 +78,13 @@ def check_training(config: Config, dataset, detected, loss) -> None:
             f"training.learning_rate must be > 0 (got {args.learning_rate}), warmup_ratio within [0, 1] (got {args.warmup_ratio}), "
             f"max_grad_norm >= 0 (got {args.max_grad_norm}; 0 turns clipping off)"
         )
-    if args.batch_size > len(dataset):
-        raise EmbedlabError(f"training.batch_size {args.batch_size} is larger than the data ({len(dataset)} rows): use at most {len(dataset)}")
-    batches = len(make_sampler(args, loss, dataset, detected).batches(0))  # the sampler checks its own needs
-    if batches < workers:
+    if args.batch_size * workers > len(dataset):
+        per_worker = f" x {workers} workers = {args.batch_size * workers}" if workers > 1 else ""
         raise EmbedlabError(
-            f"{len(dataset)} rows give {batches} batch(es) of {args.batch_size} per epoch, fewer than the {workers} workers: "
-            "use a smaller training.batch_size or fewer workers"
+            f"training.batch_size {args.batch_size}{per_worker} is larger than the data ({len(dataset)} rows): "
+            f"use a batch of at most {len(dataset) // workers}{' per worker' if workers > 1 else ''}"
         )
+    make_sampler(args, loss, dataset, detected, workers).batches(0)  # the sampler checks its own needs
 
 
 def check_distributed(config: Config) -> None:

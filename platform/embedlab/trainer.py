@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from embedlab.config import TrainingConfig
 from embedlab.data import SAMPLERS, Collator
-from embedlab.distributed import average_gradients
+from embedlab.distributed import average_gradients, shard_weight
 from embedlab.errors import EmbedlabError
 from embedlab.identity import MAX_KEYS_SHOWN, changed_keys, fingerprint
 
@@ -43,17 +43,29 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
 
 
+def check_ranks_agree(module: torch.nn.Module) -> None:
+    """Every rank must end with the same weights (one all-reduced gradient per step guarantees it, unless a
+    step ran on some ranks only): a float64 checksum of the parameters, compared across ranks."""
+    checksum = torch.stack([parameter.detach().double().sum() for parameter in module.parameters()]).sum()
+    low, high = checksum.clone(), checksum.clone()
+    torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+    torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+    if low.item() != high.item():
+        raise RuntimeError(f"workers ended with different weights (parameter checksums {low.item()!r} .. {high.item()!r}): the run is not data-parallel")
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def make_sampler(args: TrainingConfig, loss, dataset, detected):
+def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int = 1):
+    """The sampler of global batches: `batch_size` rows for each of the `world_size` workers."""
     name = getattr(loss, "batch_sampler", "random") if args.sampler == "auto" else args.sampler
     if name not in SAMPLERS:  # the config's value is checked by its schema; a user's loss class names its own
         raise EmbedlabError(f"{type(loss).__name__}.batch_sampler is '{name}': a loss may ask for {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](dataset, detected, args.batch_size, args.seed, args.drop_last)
+    return SAMPLERS[name](dataset, detected, args.batch_size * world_size, args.seed, args.drop_last)
 
 
 def make_optimizer(loss, args: TrainingConfig) -> torch.optim.Optimizer:
@@ -161,7 +173,7 @@ class Trainer:
         self.evaluators = list(evaluators) if self.is_main else []
         self.callbacks = list(callbacks)
         self.collate = Collator(self.model.tokenize, detected, dataset)
-        self.sampler = make_sampler(args, loss, dataset, detected)
+        self.sampler = make_sampler(args, loss, dataset, detected, world_size)
         # No-duplicates batching can give a different number of batches per epoch: count them all.
         self.total_steps = args.max_steps or sum(len(self.worker_batches(epoch)) for epoch in range(args.epochs))
         if self.total_steps == 0:
@@ -176,12 +188,18 @@ class Trainer:
         self.history: list[dict] = []
         self.train_seconds = 0.0  # in training steps only: no evaluation, checkpoints or start-up
 
-    def worker_batches(self, epoch: int) -> list[list[int]]:
-        """This worker's batches of an epoch: every world_size-th one, from a count all workers share
-        (up to world_size - 1 batches are left out, so that no worker waits for a step the others skip)."""
-        batches = self.sampler.batches(epoch)
-        usable = len(batches) // self.world_size * self.world_size
-        return batches[self.rank : usable : self.world_size]
+    def worker_batches(self, epoch: int) -> list[tuple[list[int], int]]:
+        """This worker's shard of each global batch of an epoch, with the global batch's size. A global
+        batch is split into `world_size` contiguous shards whose sizes differ by at most one, so every
+        worker count sees the same stream; a last batch with fewer rows than workers is left out (no
+        worker may have nothing to embed while the others gather)."""
+        shards = []
+        for batch in self.sampler.batches(epoch):
+            if len(batch) >= self.world_size:
+                size, extra = divmod(len(batch), self.world_size)
+                start = self.rank * size + min(self.rank, extra)
+                shards.append((batch[start : start + size + (self.rank < extra)], len(batch)))
+        return shards
 
     # --- the loop -------------------------------------------------------------------------------
     def train(self, resume_from: Path | None = None) -> dict[str, float]:
@@ -201,13 +219,16 @@ class Trainer:
             batches = self.worker_batches(self.epoch)
             if not batches:  # max_steps with an epoch too small for every worker: never loop forever
                 raise EmbedlabError(f"epoch {self.epoch} gives no batch to each of the {self.world_size} workers: use a smaller batch size or fewer workers")
-            for indices in batches[self.batch_in_epoch :]:
+            for indices, global_rows in batches[self.batch_in_epoch :]:
                 step_start = time.perf_counter()
                 features, labels = self.collate(self.dataset[indices])
                 features = [{key: value.to(device) for key, value in batch.items()} for batch in features]
                 labels = labels.to(device) if labels is not None else None
                 with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
                     loss_value = self.loss(features, labels)
+                # Each worker's loss is a mean over its shard: weighted by the shard's share of the global
+                # batch, the averaged gradients are those of the mean over the whole global batch.
+                loss_value = loss_value * shard_weight(len(indices), global_rows)
                 self.scaler.scale(loss_value).backward()
                 if self.world_size > 1:
                     average_gradients(self.loss)  # scaled gradients: an overflow on any rank skips the step on all
@@ -220,7 +241,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.global_step += 1
                 self.batch_in_epoch += 1
-                interval.add(loss_value.item(), len(indices) * self.world_size, time.perf_counter() - step_start)
+                interval.add(loss_value.item(), global_rows, time.perf_counter() - step_start)
                 self.train_seconds += time.perf_counter() - step_start
                 progress.update(1)
                 progress.set_postfix(loss=f"{interval.mean_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
@@ -229,7 +250,7 @@ class Trainer:
                         callback.on_step_end(self, self.global_step, loss_value.item())
                 finished = self.global_step >= self.total_steps
                 if self.args.eval_steps and self.global_step % self.args.eval_steps == 0 and not finished:
-                    self.evaluate(extra=interval.metrics())
+                    self.evaluate(extra=self._over_ranks(interval.metrics()))
                     interval = Interval()
                 if self.args.save_steps and self.global_step % self.args.save_steps == 0:
                     self.save_checkpoint()
@@ -238,7 +259,9 @@ class Trainer:
             else:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         progress.close()
-        metrics = self.evaluate(extra=interval.metrics())
+        metrics = self.evaluate(extra=self._over_ranks(interval.metrics()))
+        if self.world_size > 1:
+            check_ranks_agree(self.loss)
         if self.is_main:
             self.model.save(self.output_dir / "model")
             results = {"step": self.global_step, "fingerprint": self.fingerprint, "identity": self.identity, "metrics": metrics, "history": self.history}
@@ -246,6 +269,14 @@ class Trainer:
         for callback in self.callbacks:
             if hasattr(callback, "on_train_end"):
                 callback.on_train_end(self, metrics)
+        return metrics
+
+    def _over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The training loss as the mean over ranks (each rank's is weighted by its shard): the global batch's."""
+        if self.world_size > 1 and "loss" in metrics:
+            total = torch.tensor(metrics["loss"], dtype=torch.float64)
+            torch.distributed.all_reduce(total)
+            metrics = {**metrics, "loss": total.item() / self.world_size}
         return metrics
 
     def evaluate(self, extra: dict | None = None) -> dict[str, float]:

@@ -131,3 +131,56 @@ def test_a_mistake_found_on_the_workers_fails_once_in_one_line_without_restarts(
     message = str(error.value)
     assert "pairs.jsonl' does not exist" in message and "restart" not in message and "rerun" not in message
     assert len(message.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model(tmp_path_factory, tiny_model_path):
+    """The tiny model without dropout: two workers and one process then differ only by float summation order."""
+    folder = tmp_path_factory.mktemp("no-dropout")
+    for file in tiny_model_path.iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    return folder
+
+
+def test_ray_train_equals_in_process_training(ray_cluster, tmp_path, no_dropout_model):
+    """The same config in this process (batch 8), on 1 Ray worker (batch 8) and on 2 (4 each: the same global
+    batch), over uneven data (37 rows: global batches of 8, 8, 8, 8, 5, the last split 3 + 2) into a second
+    epoch, with cross-worker negatives."""
+    import torch
+    from safetensors.torch import load_file
+
+    rng = random.Random(1)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": sentence(rng), "positive": sentence(rng)} for _ in range(37)])
+    dev = write_jsonl(tmp_path / "dev.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(20)])
+
+    def train(name, batch_size, workers=None):
+        config = write_config(
+            tmp_path / f"{name}.yaml", no_dropout_model, pairs, tmp_path / name,
+            loss={"name": "MultipleNegativesRankingLoss", "params": {"gather_across_devices": True}},
+            training={"batch_size": batch_size, "max_steps": 7, "eval_steps": 3, "learning_rate": 1e-3},
+            evaluators=[{"name": "dev", "data": str(dev)}], tracking="off",
+            **({"distributed": {"workers": workers}} if workers else {}),
+        )
+        prepared = run.prepare(load_config(config), device="cpu")
+        results = train_on_ray(prepared) if workers else run.train(prepared)
+        history = json.loads((tmp_path / name / "results.json").read_text())["history"]
+        return load_file(tmp_path / name / "model" / "model.safetensors"), [entry["loss"] for entry in history], results
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray worker with one CPU: the same kernels, the same summation order
+    try:
+        in_process, in_process_losses, _ = train("in_process", 8)
+    finally:
+        torch.set_num_threads(threads)
+    one_worker, one_worker_losses, _ = train("one_worker", 8, workers=1)
+    two_workers, two_worker_losses, _ = train("two_workers", 4, workers=2)
+
+    assert in_process.keys() == one_worker.keys() == two_workers.keys()
+    for name, weights in in_process.items():
+        assert torch.equal(one_worker[name], weights), name
+        # two workers sum each gathered similarity and each gradient in another order: float32 rounding only
+        torch.testing.assert_close(two_workers[name], weights, rtol=1e-4, atol=1e-5, msg=name)
+    assert one_worker_losses == in_process_losses
+    assert two_worker_losses == pytest.approx(in_process_losses, rel=1e-4)  # the mean over ranks, not rank 0's

@@ -35,14 +35,14 @@ CASES = {
         "pairs", {"training": {"sampler": "group_by_label"}}, [],
         "the group_by_label sampler needs class labels; this data has float score labels",
     ),
-    "batch larger than the data": ("pairs", {"training": {"batch_size": 64}}, [], r"training.batch_size 64 is larger than the data \(48 rows\): use at most 48"),
+    "batch larger than the data": ("pairs", {"training": {"batch_size": 64}}, [], r"training.batch_size 64 is larger than the data \(48 rows\): use a batch of at most 48"),
     "zero max_steps": ("pairs", {"training": {"max_steps": 0}}, [], "training.max_steps must be at least 1, got 0: leave it out to train for training.epochs"),
     "zero epochs": ("pairs", {"training": {"max_steps": None, "epochs": 0}}, [], "training.epochs must be at least 1, got 0"),
     "zero eval_steps": ("pairs", {"training": {"eval_steps": 0}}, [], "training.eval_steps must be at least 1, got 0"),
     "negative learning rate": ("pairs", {}, ["training.learning_rate=-1e-5"], r"training.learning_rate must be > 0 \(got -1e-05\)"),
-    # 48 rows in batches of 8 are 6 batches: 8 workers would leave two with nothing (an endless loop before)
-    "an empty worker shard with max_steps": (
-        "pairs", {}, ["--workers", "8"], r"48 rows give 6 batch\(es\) of 8 per epoch, fewer than the 8 workers",
+    # 8 workers x 8 rows need 64 rows a step; there are 48 (before: workers with no batch, an endless loop)
+    "a global batch larger than the data": (
+        "pairs", {}, ["--workers", "8"], r"training.batch_size 8 x 8 workers = 64 is larger than the data \(48 rows\): use a batch of at most 6 per worker",
     ),
     "unknown mixed precision": ("pairs", {}, ["training.mixed_precision=bf61"], "training.mixed_precision"),
 }

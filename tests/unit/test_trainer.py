@@ -125,3 +125,26 @@ def test_softmax_classifier_head_is_checkpointed_and_restored(tiny_model_path, t
     assert not torch.equal(second.loss.classifier.weight, trained_head)
     second.load_checkpoint(latest_checkpoint(tmp_path / "out"))
     assert torch.equal(second.loss.classifier.weight, trained_head)
+
+
+def test_workers_split_each_global_batch_so_every_worker_count_sees_the_same_stream(tiny_model_path, tmp_path):
+    (tmp_path / "pairs.csv").write_text("anchor,positive\n" + "".join(f"q{i},p{i}\n" for i in range(37)))
+    model = EmbeddingModel(str(tiny_model_path), device="cpu")
+    dataset, detected = load_with_format(DataSource(str(tmp_path / "pairs.csv")))
+
+    def shards(world_size, rank, batch_size):
+        args = _args(max_steps=None, batch_size=batch_size, save_steps=None)
+        return Trainer(MultipleNegativesRankingLoss(model), dataset, detected, args, tmp_path / "out", rank=rank, world_size=world_size).worker_batches(0)
+
+    one = shards(1, 0, 8)
+    assert [rows for _, rows in one] == [8, 8, 8, 8, 5]
+    for world_size in (2, 4):
+        parts = [shards(world_size, rank, 8 // world_size) for rank in range(world_size)]
+        assert all(len(part) == len(one) for part in parts)
+        for step, (batch, rows) in enumerate(one):
+            assert [index for part in parts for index in part[step][0]] == batch  # the same global batch, in order
+            sizes = [len(part[step][0]) for part in parts]
+            assert all(part[step][1] == rows for part in parts) and max(sizes) - min(sizes) <= 1
+    assert [len(indices) for indices, _ in shards(2, 0, 4)[-1:]] + [len(indices) for indices, _ in shards(2, 1, 4)[-1:]] == [3, 2]
+    # 6 workers x 2 rows: batches of 12, 12, 12 and 1; the last has fewer rows than workers and is left out
+    assert [rows for _, rows in shards(6, 5, 2)] == [12, 12, 12]
