@@ -11,6 +11,7 @@ an interrupted run. The last checkpoint also holds the model folder, which the d
 
 import copy
 import dataclasses
+import json
 import os
 import shutil
 import socket
@@ -160,6 +161,17 @@ def delete_run(storage_path: str, run_name: str) -> None:
     filesystem, root = _filesystem(storage_path)
     if filesystem.get_file_info(f"{root}/{run_name}").type != pyarrow.fs.FileType.NotFound:
         filesystem.delete_dir(f"{root}/{run_name}")
+
+
+def check_job_output_dir(output_dir: str) -> None:
+    """Inside `ray job submit --working-dir`, the job runs in a temporary copy of that folder, which
+    `ray stop` deletes: a relative output_dir would vanish with it. Refused in one line."""
+    job_config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    if (job_config.get("runtime_env") or {}).get("working_dir") and not Path(output_dir).is_absolute():
+        raise EmbedlabError(
+            f"output_dir '{output_dir}' is relative, and this Ray job runs in a temporary copy of its working directory "
+            f"that `ray stop` deletes: give an absolute output_dir on storage every node can reach, e.g. output_dir=$PWD/{output_dir}"
+        )
 
 
 def check_reachable(address: str | None, timeout_s: float = 10.0) -> None:

@@ -81,3 +81,16 @@ def test_an_unreachable_ray_address_fails_in_one_line_before_anything_is_written
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"cannot reach the Ray cluster at '127.0.0.1:{port}'" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_job_refuses_a_relative_output_dir(monkeypatch):
+    import json
+
+    from embedlab.errors import EmbedlabError
+    from embedlab.ray_train import check_job_output_dir
+
+    check_job_output_dir("runs/x")  # not in a job: the working folder is the user's
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_abc.zip"}}))
+    with pytest.raises(EmbedlabError, match="output_dir 'runs/x' is relative, and this Ray job runs in a temporary copy"):
+        check_job_output_dir("runs/x")
+    check_job_output_dir("/shared/runs/x")
