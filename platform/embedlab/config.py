@@ -182,7 +182,8 @@ class DistributedConfig:
     use_gpu: bool = False  # one GPU per worker, NCCL between them (gloo on CPU)
     cpus_per_worker: int = 1
     # Where Ray Train keeps checkpoints: a folder, or a pyarrow URI (s3://bucket/runs, gs://...) that every
-    # node can reach; default: <output_dir>/ray. The same run name there resumes an interrupted run.
+    # node can reach; default: EMBEDLAB_STORAGE_PATH, else <output_dir>/ray (one node only). The same run
+    # (output folder name + run fingerprint) there resumes an interrupted run.
     storage_path: str | None = None
     max_failures: int = 2  # worker failures recovered from the last checkpoint before the run gives up
     num_to_keep: int = 2  # checkpoints kept in storage: the best by the first evaluator's primary metric

@@ -45,6 +45,7 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     uri = tracking.resolve_uri(config, tracking_parent)  # before Ray starts: an unreachable server stops us here
     storage_path = storage_location(config)
     connect(distributed.address)
+    check_multi_node(config, uri, count_nodes())
     if distributed.check_resources:
         check_resources(distributed)
     check_storage(storage_path)
@@ -124,8 +125,11 @@ def copy_files(names, source: Path, target: Path) -> None:
             shutil.copy(source / name, target / name)
 
 
+STORAGE_ENV = "EMBEDLAB_STORAGE_PATH"  # a cluster's shared storage, set once for every job (cluster.yaml)
+
+
 def storage_location(config: Config) -> str:
-    return config.distributed.storage_path or str(Path(config.output_dir).resolve() / "ray")
+    return config.distributed.storage_path or os.environ.get(STORAGE_ENV) or str(Path(config.output_dir).resolve() / "ray")
 
 
 def _filesystem(storage_path: str) -> tuple[pyarrow.fs.FileSystem, str]:
@@ -161,6 +165,29 @@ def delete_run(storage_path: str, run_name: str) -> None:
     filesystem, root = _filesystem(storage_path)
     if filesystem.get_file_info(f"{root}/{run_name}").type != pyarrow.fs.FileType.NotFound:
         filesystem.delete_dir(f"{root}/{run_name}")
+
+
+def count_nodes() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node["Alive"])
+
+
+def check_multi_node(config: Config, tracking_uri: str | None, nodes: int) -> None:
+    """On a cluster of several nodes a worker may run on another machine: it can reach neither a path on
+    this one nor an MLflow store that is a file here. Refused up front, in one line, saying what to set."""
+    if nodes < 2:
+        return
+    if config.distributed.storage_path is None and not os.environ.get(STORAGE_ENV):
+        raise EmbedlabError(
+            f"this Ray cluster has {nodes} nodes, and checkpoints would go to {storage_location(config)}, a folder on this "
+            f"machine only: set distributed.storage_path (or {STORAGE_ENV}) to an s3:// / gs:// URI or a folder every node mounts"
+        )
+    if tracking_uri is not None and not tracking_uri.startswith(("http://", "https://", "databricks")):
+        raise EmbedlabError(
+            f"this Ray cluster has {nodes} nodes, and MLflow at {tracking.redact(tracking_uri)} is a store on this machine only: "
+            "set tracking.uri (or MLFLOW_TRACKING_URI) to a tracking server, or `tracking: off`"
+        )
 
 
 def check_job_output_dir(output_dir: str) -> None:

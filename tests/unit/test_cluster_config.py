@@ -25,3 +25,10 @@ def test_cluster_yaml_holds_no_credentials():
     text = (REPO / "cluster.yaml").read_text().lower()
     for secret in ("aws_access_key", "aws_secret", "secret_access_key", "password", "token:"):
         assert secret not in text
+
+
+def test_cluster_yaml_sets_shared_storage_and_a_tracking_server_for_every_node():
+    from embedlab.ray_train import STORAGE_ENV
+
+    setup = "\n".join(yaml.safe_load((REPO / "cluster.yaml").read_text())["setup_commands"])
+    assert f"export {STORAGE_ENV}=s3://<your-bucket>/" in setup and "export MLFLOW_TRACKING_URI=http://<your-mlflow-server>:" in setup

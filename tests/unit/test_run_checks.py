@@ -94,3 +94,20 @@ def test_a_ray_job_refuses_a_relative_output_dir(monkeypatch):
     with pytest.raises(EmbedlabError, match="output_dir 'runs/x' is relative, and this Ray job runs in a temporary copy"):
         check_job_output_dir("runs/x")
     check_job_output_dir("/shared/runs/x")
+
+
+def test_a_multi_node_cluster_needs_shared_storage_and_a_tracking_server(tmp_path, tiny_model_path, score_pairs_file):
+    from embedlab.config import load_config
+    from embedlab.errors import EmbedlabError
+    from embedlab.ray_train import check_multi_node
+
+    config = load_config(write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out"))
+    local_store = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    check_multi_node(config, local_store, nodes=1)  # one node: its disk is every worker's
+    with pytest.raises(EmbedlabError, match=r"this Ray cluster has 2 nodes, and checkpoints would go to .*/out/ray, a folder on this machine only: set distributed.storage_path"):
+        check_multi_node(config, local_store, nodes=2)
+    config.distributed.storage_path = "s3://bucket/runs"
+    with pytest.raises(EmbedlabError, match=r"MLflow at sqlite:///.* is a store on this machine only: set tracking.uri"):
+        check_multi_node(config, local_store, nodes=2)
+    check_multi_node(config, "http://mlflow.internal:5000", nodes=2)
+    check_multi_node(config, None, nodes=2)  # tracking off
