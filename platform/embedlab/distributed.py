@@ -1,9 +1,10 @@
-"""Cross-worker helpers: exact in-batch negatives across workers whose batches differ in size.
+"""The rules every data-parallel worker follows, in one place; the trainer applies them without Ray.
 
-The contract with the trainer (data-parallel steps, one process per worker):
+How batches are dealt and combined (one process per worker, a torch.distributed process group):
 
 1. Each step the trainer takes one global batch of G rows and deals it into `world_size()` contiguous
-   shards, in rank order, as equal as possible (sizes differ by at most one; none is empty).
+   shards, in rank order, as equal as possible (`shard_of`: sizes differ by at most one; none is empty,
+   so a last global batch with fewer rows than workers is left out).
 2. Worker r computes its loss on its own shard: a mean over its own n_r anchors. A gathering loss
    (`gather_across_devices=True`) scores its own anchors against every worker's candidates, gathered
    with `gather_columns_with_offset` (gradients flow back to the worker that owns each row).
@@ -12,6 +13,15 @@ The contract with the trainer (data-parallel steps, one process per worker):
 A mean over n_r anchors weighted by n_r * W / G and averaged over the W workers is the mean over all G
 anchors, so the averaged loss and every gradient equal one process computing the loss on the whole
 global batch (up to float summation order), however G divides. With equal shards the weight is 1.0.
+
+4. The training loss a run logs is `mean_over_ranks` of the weighted losses: the global batch's loss.
+   At the end of training `check_ranks_agree` compares a checksum of every rank's weights.
+
+What a worker reads, writes and reports (embedlab.ray_train): it reads data, evaluators and models by
+paths or URIs every node can reach, writes checkpoints and the final model only to the run's storage
+(`distributed.storage_path`, a folder every node mounts or an object-store URI; a multi-node run without
+one is refused before it starts), and reports metrics with `ray.train.report` and, from rank 0 only, to
+the MLflow tracking server (a store that is a file on the driver is refused on multi-node clusters).
 
 Without an initialized process group (or with a single worker) every function here is the identity.
 """
@@ -204,6 +214,34 @@ def same_on_every_rank(choice: Sequence[int]) -> list[int]:
     values = torch.tensor(choice, dtype=torch.int64, device=_collective_device())
     dist.broadcast(values, src=0)
     return values.tolist()
+
+
+def shard_of(batch: list[int], rank: int, world_size: int) -> list[int]:
+    """Worker `rank`'s contiguous part of a global batch; the first len(batch) % world_size get one more row."""
+    size, extra = divmod(len(batch), world_size)
+    start = rank * size + min(rank, extra)
+    return batch[start : start + size + (rank < extra)]
+
+
+def mean_over_ranks(value: float) -> float:
+    if not is_distributed():
+        return value
+    total = torch.tensor(value, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(total)
+    return total.item() / dist.get_world_size()
+
+
+def check_ranks_agree(module: torch.nn.Module) -> None:
+    """Every rank must hold the same weights (one averaged gradient per step guarantees it, unless a step
+    ran on some ranks only): a float64 checksum of the parameters, compared across ranks."""
+    if not is_distributed():
+        return
+    checksum = torch.stack([parameter.detach().double().sum() for parameter in module.parameters()]).sum().to(_collective_device())
+    low, high = checksum.clone(), checksum.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if low.item() != high.item():
+        raise RuntimeError(f"workers ended with different weights (parameter checksums {low.item()!r} .. {high.item()!r}): the run is not data-parallel")
 
 
 def average_gradients(module: torch.nn.Module) -> None:

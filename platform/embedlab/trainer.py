@@ -5,10 +5,10 @@ evaluation every `eval_steps` and at the end, and checkpoints that hold everythi
 exactly (weights, optimizer, scheduler, RNG states, sampler position): a resumed run ends with the same
 weights as one that was never interrupted.
 
-Data-parallel (`world_size` > 1, a torch.distributed process group set up by Ray Train): worker `rank`
-takes every `world_size`-th batch of the shared sampler, so each worker batch is one the sampler made
-(no duplicates, label groups) and gradients are averaged across workers after each backward pass.
-Rank 0 evaluates and saves the model; every rank saves its own RNG state in checkpoints.
+Data-parallel (`world_size` > 1, a torch.distributed process group set up by Ray Train): the rules a
+worker follows (its shard of each global batch, the shard's loss weight, averaged gradients, the logged
+loss, the final weights check) are in embedlab.distributed; this loop applies them. Rank 0 evaluates
+and saves the model; every rank saves its own RNG state in checkpoints.
 """
 
 import json
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from embedlab.config import TrainingConfig
 from embedlab.data import SAMPLERS, Collator
-from embedlab.distributed import average_gradients, shard_weight
+from embedlab.distributed import average_gradients, check_ranks_agree, mean_over_ranks, shard_of, shard_weight
 from embedlab.errors import EmbedlabError
 from embedlab.identity import MAX_KEYS_SHOWN, changed_keys, fingerprint
 
@@ -41,17 +41,6 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
     if mixed_precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
-
-
-def check_ranks_agree(module: torch.nn.Module) -> None:
-    """Every rank must end with the same weights (one all-reduced gradient per step guarantees it, unless a
-    step ran on some ranks only): a float64 checksum of the parameters, compared across ranks."""
-    checksum = torch.stack([parameter.detach().double().sum() for parameter in module.parameters()]).sum()
-    low, high = checksum.clone(), checksum.clone()
-    torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
-    torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
-    if low.item() != high.item():
-        raise RuntimeError(f"workers ended with different weights (parameter checksums {low.item()!r} .. {high.item()!r}): the run is not data-parallel")
 
 
 def set_seed(seed: int) -> None:
@@ -196,9 +185,7 @@ class Trainer:
         shards = []
         for batch in self.sampler.batches(epoch):
             if len(batch) >= self.world_size:
-                size, extra = divmod(len(batch), self.world_size)
-                start = self.rank * size + min(self.rank, extra)
-                shards.append((batch[start : start + size + (self.rank < extra)], len(batch)))
+                shards.append((shard_of(batch, self.rank, self.world_size), len(batch)))
         return shards
 
     # --- the loop -------------------------------------------------------------------------------
@@ -260,8 +247,7 @@ class Trainer:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         progress.close()
         metrics = self.evaluate(extra=self._over_ranks(interval.metrics()))
-        if self.world_size > 1:
-            check_ranks_agree(self.loss)
+        check_ranks_agree(self.loss)
         if self.is_main:
             self.model.save(self.output_dir / "model")
             results = {"step": self.global_step, "fingerprint": self.fingerprint, "identity": self.identity, "metrics": metrics, "history": self.history}
@@ -271,13 +257,10 @@ class Trainer:
                 callback.on_train_end(self, metrics)
         return metrics
 
-    def _over_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+    @staticmethod
+    def _over_ranks(metrics: dict[str, float]) -> dict[str, float]:
         """The training loss as the mean over ranks (each rank's is weighted by its shard): the global batch's."""
-        if self.world_size > 1 and "loss" in metrics:
-            total = torch.tensor(metrics["loss"], dtype=torch.float64)
-            torch.distributed.all_reduce(total)
-            metrics = {**metrics, "loss": total.item() / self.world_size}
-        return metrics
+        return {**metrics, "loss": mean_over_ranks(metrics["loss"])} if "loss" in metrics else metrics
 
     def evaluate(self, extra: dict | None = None) -> dict[str, float]:
         metrics = dict(extra or {})
