@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -403,6 +404,11 @@ def load_config(path: str | Path, overrides: list[str] = (), smoke_test: bool = 
     if not isinstance(raw, dict):
         raise EmbedlabError(f"config file '{path}' must hold a mapping of keys")
     raw.setdefault("output_dir", f"runs/{path.stem}")
+    # A user's own loss module (loss.name: my_losses.MyLoss) beside the config or in the working folder
+    # imports without PYTHONPATH; appended, so it never shadows an installed module.
+    for folder in (str(path.resolve().parent), str(Path.cwd())):
+        if folder not in sys.path:
+            sys.path.append(folder)
     for override in overrides:
         apply_override(raw, override)
     config = _build(Config, raw, "")

@@ -111,3 +111,18 @@ def test_a_multi_node_cluster_needs_shared_storage_and_a_tracking_server(tmp_pat
         check_multi_node(config, local_store, nodes=2)
     check_multi_node(config, "http://mlflow.internal:5000", nodes=2)
     check_multi_node(config, None, nodes=2)  # tracking off
+
+
+def test_a_loss_module_beside_the_config_imports_without_pythonpath(tmp_path, tiny_model_path, score_pairs_file):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    (tmp_path / "beside_the_config.py").write_text((REPO / "tests" / "custom_losses.py").read_text())
+    config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out", loss={"name": "beside_the_config.MeanSquaredCosineLoss"}, tracking="off")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "embedlab.cli", "train", str(config)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert (tmp_path / "out" / "model" / "modules.json").exists()

@@ -106,7 +106,10 @@ def get_loss_class(name: str) -> type:
         try:
             return getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as error:
-            raise EmbedlabError(f"custom loss '{name}' could not be imported: {error}") from None
+            raise EmbedlabError(
+                f"custom loss '{name}' could not be imported ({error}): put its module beside the config file, in the "
+                "working folder, or on PYTHONPATH"
+            ) from None
     by_lower = {known.lower(): known for known in [*CATALOGUE, *MODIFIERS]}
     close = [by_lower[match] for match in difflib.get_close_matches(name.lower(), by_lower, n=3, cutoff=0.6)]
     hint = f"did you mean {', '.join(close)}? " if close else ""
