@@ -393,6 +393,9 @@ def apply_override(raw: dict, override: str) -> None:
         node[last] = parsed
 
 
+USER_IMPORT_PATHS: list[str] = []  # folders load_config added to sys.path for users' own modules
+
+
 def load_config(path: str | Path, overrides: list[str] = (), smoke_test: bool = False) -> Config:
     path = Path(path)
     if not path.is_file():
@@ -405,8 +408,11 @@ def load_config(path: str | Path, overrides: list[str] = (), smoke_test: bool = 
         raise EmbedlabError(f"config file '{path}' must hold a mapping of keys")
     raw.setdefault("output_dir", f"runs/{path.stem}")
     # A user's own loss module (loss.name: my_losses.MyLoss) beside the config or in the working folder
-    # imports without PYTHONPATH; appended, so it never shadows an installed module.
+    # imports without PYTHONPATH; appended, so it never shadows an installed module. Ray workers append
+    # the same folders (embedlab.ray_train).
     for folder in (str(path.resolve().parent), str(Path.cwd())):
+        if folder not in USER_IMPORT_PATHS:
+            USER_IMPORT_PATHS.append(folder)
         if folder not in sys.path:
             sys.path.append(folder)
     for override in overrides:

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow.fs
 import torch.distributed
 
 from embedlab import run, tracking
-from embedlab.config import Config, DataSource, DistributedConfig
+from embedlab.config import USER_IMPORT_PATHS, Config, DataSource, DistributedConfig
 from embedlab.errors import EmbedlabError
 from embedlab.identity import last_fingerprint, start_over
 from embedlab.model import EmbeddingModel
@@ -92,6 +93,7 @@ def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_na
             "config": with_absolute_paths(config).to_dict(),
             "identity": prepared.identity,
             "tracking": tracker.location() if tracker else None,
+            "import_paths": list(USER_IMPORT_PATHS),  # where the driver found a user's own loss module
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=distributed.workers, use_gpu=distributed.use_gpu, resources_per_worker=resources
@@ -311,6 +313,7 @@ def _worker_trainer(loop_config: dict, rank: int, world_size: int, workdir: Path
     import ray.train
     import ray.train.torch
 
+    sys.path.extend(folder for folder in loop_config["import_paths"] if folder not in sys.path)
     config = Config.from_dict(loop_config["config"])
     prepared = run.prepare(config, device=str(ray.train.torch.get_device()), identity=loop_config["identity"])
     # Ray Train checkpoints replace the trainer's own: one at each evaluation (every eval_steps, else

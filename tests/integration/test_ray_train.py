@@ -184,3 +184,18 @@ def test_ray_train_equals_in_process_training(ray_cluster, tmp_path, no_dropout_
         torch.testing.assert_close(two_workers[name], weights, rtol=1e-4, atol=1e-5, msg=name)
     assert one_worker_losses == in_process_losses
     assert two_worker_losses == pytest.approx(in_process_losses, rel=1e-4)  # the mean over ranks, not rank 0's
+
+
+def test_a_loss_module_beside_the_config_is_found_by_the_workers(ray_cluster, tmp_path, tiny_model_path, data):
+    """The module is on no worker's path (the cluster's PYTHONPATH holds tests/ only): workers look where
+    the driver found it, beside the config."""
+    pairs, _ = data
+    (tmp_path / "beside_losses.py").write_text(
+        "from embedlab.losses import MultipleNegativesRankingLoss\n\n\nclass BesideLoss(MultipleNegativesRankingLoss):\n    pass\n"
+    )
+    config = write_config(
+        tmp_path / "c.yaml", tiny_model_path, pairs, tmp_path / "run", loss={"name": "beside_losses.BesideLoss"},
+        training={"max_steps": 2, "save_steps": 2}, distributed={"workers": 1}, tracking="off",
+    )  # fmt: skip
+    results = _train(config)
+    assert results["step"] == 2 and (tmp_path / "run" / "model" / "modules.json").exists()
