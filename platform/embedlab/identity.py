@@ -22,7 +22,7 @@ from pathlib import Path
 from embedlab.config import Config, DataSource
 from embedlab.errors import EmbedlabError
 from embedlab.model import resolve_model_path
-from embedlab.tracking import redact_config
+from embedlab.tracking import flatten, redact_config
 
 RUN_FILE = "run.json"
 # Keys that cannot change what a run computes. Everything else is part of its identity.
@@ -48,7 +48,7 @@ MAX_KEYS_SHOWN = 6  # the error stays one readable line
 def run_identity(config: Config, loss) -> dict:
     """The flat {dotted key: value} identity of a run (see the module docstring)."""
     # Credentials cannot change a result, and the identity is written to files: it holds them masked.
-    identity = {key: value for key, value in _flatten(redact_config(config.to_dict())).items() if not _excluded(key)}
+    identity = {key: _plain(value) for key, value in flatten(redact_config(config.to_dict())).items() if not _excluded(key)}
     identity["distributed.workers"] = config.distributed.workers or 1  # in-process is one worker
     sources = {"data.train": config.data.train}
     for section in ("evaluators", "test_evaluators"):
@@ -160,22 +160,6 @@ def write_run_file(output_dir: Path, identity: dict) -> None:
 
 def _excluded(key: str) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in NOT_IDENTITY)
-
-
-def _flatten(raw, prefix: str = "") -> dict:
-    if isinstance(raw, dict):
-        if not raw and prefix:
-            return {prefix.rstrip("."): {}}
-        flat = {}
-        for key, value in raw.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(raw, list) and raw and all(isinstance(item, dict) for item in raw):
-        flat = {}
-        for index, item in enumerate(raw):
-            flat.update(_flatten(item, f"{prefix}{index}."))
-        return flat
-    return {prefix.rstrip("."): _plain(raw)}
 
 
 def _plain(value):

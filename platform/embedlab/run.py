@@ -84,7 +84,7 @@ def check_training(config: Config, dataset, detected, loss) -> None:
             f"training.batch_size {args.batch_size}{per_worker} is larger than the data ({len(dataset)} rows): "
             f"use a batch of at most {len(dataset) // workers}{' per worker' if workers > 1 else ''}"
         )
-    make_sampler(args, loss, dataset, detected, workers).batches(0)  # the sampler checks its own needs
+    make_sampler(args, loss, dataset, detected, workers)  # the sampler's constructor checks its own needs
 
 
 def check_distributed(config: Config) -> None:

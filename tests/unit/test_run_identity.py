@@ -30,6 +30,21 @@ def _mlflow_runs(output_dir) -> list:
     return client.search_runs([experiment.experiment_id])
 
 
+class Interrupt(Exception):
+    pass
+
+
+class StopAt:
+    """A trainer callback that interrupts training at a step, as a crash or Ctrl-C would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, step, loss_value):
+        if step == self.step:
+            raise Interrupt
+
+
 @pytest.fixture
 def finished_run(tmp_path, capsys, tiny_model_path, score_pairs_file):
     output_dir = tmp_path / "run"
@@ -98,11 +113,11 @@ NOT_IN_IDENTITY = {
 
 
 def test_every_config_key_is_in_the_identity_but_the_listed_ones(tmp_path, tiny_model_path, score_pairs_file):
-    from embedlab.identity import _flatten
+    from embedlab.tracking import flatten
 
     config = load_config(write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out", evaluators=[{"name": "dev", "data": str(score_pairs_file)}]))
     identity = run.prepare(config, device="cpu").identity
-    keys = set(_flatten(config.to_dict()))
+    keys = set(flatten(config.to_dict()))
     assert keys - set(identity) == NOT_IN_IDENTITY
     assert set(identity) - keys == {"data.train.fingerprint", "evaluators.0.data.fingerprint", "model.fingerprint", "loss.resolved.scale", "loss.resolved.similarity_fct"}
 
@@ -152,14 +167,6 @@ def test_fp16_uses_a_gradient_scaler_whose_state_resumes_exactly(tmp_path, tiny_
     """fp16 autocast runs on CPU in this torch: the scaler's path (scale, unscale before clipping, skipped
     steps, state in checkpoints) is exercised without a GPU."""
 
-    class Interrupt(Exception):
-        pass
-
-    class StopAt:
-        def on_step_end(self, trainer, step, loss_value):
-            if step == 5:
-                raise Interrupt
-
     def trainer(folder, callbacks=()):
         config = load_config(write_config(tmp_path / f"{folder}.yaml", tiny_model_path, score_pairs_file, tmp_path / folder, training={"mixed_precision": "fp16", "max_steps": 8, "save_steps": 4}))
         prepared = run.prepare(config, device="cpu")
@@ -175,7 +182,7 @@ def test_fp16_uses_a_gradient_scaler_whose_state_resumes_exactly(tmp_path, tiny_
     state = torch.load(tmp_path / "a" / "checkpoints" / "checkpoint-4" / "training_state.pt", weights_only=True)
     assert state["grad_scaler"]["scale"] != 2.0**10  # it moved from the initial scale
     with pytest.raises(Interrupt):
-        trainer("b", [StopAt()]).train()
+        trainer("b", [StopAt(5)]).train()
     resumed = trainer("b")
     resumed.train()
     assert resumed.scaler.get_scale() == whole.scaler.get_scale() != state["grad_scaler"]["scale"]
@@ -212,15 +219,7 @@ def test_the_identity_holds_no_credentials(tmp_path, tiny_model_path, score_pair
 def test_a_run_that_stopped_before_its_first_checkpoint_does_not_block_a_changed_config(tmp_path, capsys, tiny_model_path, score_pairs_file):
     config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "run", training={"save_steps": None}, tracking="off")
 
-    class Crash(Exception):
-        pass
-
-    class CrashAtStep2:
-        def on_step_end(self, trainer, step, loss_value):
-            if step == 2:
-                raise Crash
-
-    with pytest.raises(Crash):
-        run.train(run.prepare(load_config(config), device="cpu"), callbacks=[CrashAtStep2()])
+    with pytest.raises(Interrupt):
+        run.train(run.prepare(load_config(config), device="cpu"), callbacks=[StopAt(2)])
     assert (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
     assert _train(capsys, config, "training.batch_size=4")[0] == 0  # e.g. out of memory, then a smaller batch
