@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def require_reference(module_name: str):
         if os.environ.get("CI"):
             pytest.fail(f"{message}. CI is set, so a missing reference is a failure, not a skip", pytrace=False)
         pytest.skip(message, allow_module_level=True)
+
+
+RAY_FORWARDED_LOG = re.compile(r"^(\x1b\[[0-9;]*m)?\((\w+ )?(pid=|raylet|autoscaler)")
+
+
+def cli_error_lines(stderr: str) -> list[str]:
+    """The lines embedlab itself wrote to stderr. A Ray driver also prints the log lines its cluster's
+    processes forward, prefixed "(Name pid=N)"; in a test session one shared cluster can forward a
+    line from an earlier test's actor (a placement-group cleaner) while a later test runs."""
+    return [line for line in stderr.strip().splitlines() if not RAY_FORWARDED_LOG.match(line)]
 
 
 def build_tiny_model(path: Path, seed: int = 0) -> Path:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, sentence, write_config, write_jsonl
+from conftest import REPO, cli_error_lines, sentence, write_config, write_jsonl
 from embedlab import EmbeddingModel, run
 from embedlab.cli import main
 from embedlab.config import load_config
@@ -176,7 +176,7 @@ def test_an_unreachable_server_stops_the_run_before_it_starts_unless_tracking_is
     dead = f"http://127.0.0.1:{_free_port()}"
     config = _config(tmp_path, tiny_model_path, data, "dead", tracking={"uri": dead})
     assert main(["train", str(config)]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
+    error = cli_error_lines(capsys.readouterr().err)
     assert len(error) == 1 and f"the MLflow tracking server at {dead} is unreachable" in error[0] and "tracking: optional" in error[0]
     assert not (tmp_path / "dead").exists()
 

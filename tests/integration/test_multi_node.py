@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import sentence, write_config, write_jsonl
+from conftest import cli_error_lines, sentence, write_config, write_jsonl
 from embedlab.cli import main
 from test_mlflow_tracking import Server
 
@@ -43,10 +43,10 @@ def _config(tmp_path, tiny_model_path, pairs, **sections):
 def test_driver_local_storage_or_tracking_is_refused_before_any_worker_starts(two_nodes, tmp_path, tiny_model_path, pairs, capsys):
     config = _config(tmp_path, tiny_model_path, pairs)
     assert main(["train", str(config), "--workers", "2", f"distributed.address={two_nodes}"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = cli_error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "this Ray cluster has 2 nodes, and checkpoints would go to" in err[0], err
     assert main(["train", str(config), "--workers", "2", f"distributed.address={two_nodes}", f"distributed.storage_path={tmp_path / 'shared'}"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = cli_error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "is a store on this machine only: set tracking.uri" in err[0], err
     assert not (tmp_path / "run").exists() and not (tmp_path / "shared").exists()
 

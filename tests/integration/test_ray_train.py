@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from conftest import REPO, sentence, write_config, write_jsonl
+from conftest import REPO, cli_error_lines, sentence, write_config, write_jsonl
 from embedlab import run
 from embedlab.cli import main
 from embedlab.config import load_config
@@ -91,7 +91,7 @@ def test_running_a_failed_run_again_resumes_it(ray_cluster, tmp_path, tiny_model
     params = {"crash_at": 6, "marker": str(marker), "calls_file": str(calls)}
     config = _config(tmp_path, tiny_model_path, data, "rerun", params, max_failures=0)
     assert main(["train", str(config)]) == 2  # no restarts allowed: the run fails, with one line
-    error = capsys.readouterr().err.strip().splitlines()
+    error = cli_error_lines(capsys.readouterr().err)
     assert error[-1].startswith("embedlab: error: training failed on the Ray workers") and "rerun the same command" in error[-1]
     calls.unlink()
     assert main(["train", str(config)]) == 0
@@ -112,7 +112,7 @@ def test_running_a_failed_run_again_resumes_it(ray_cluster, tmp_path, tiny_model
 def test_bad_cluster_input_fails_in_one_line_before_any_worker_starts(ray_cluster, tmp_path, tiny_model_path, score_pairs_file, capsys, flags, message):
     config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "run")
     assert main(["train", str(config), *flags]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
+    error = cli_error_lines(capsys.readouterr().err)
     assert len(error) == 1 and message in error[0], error
     assert not (tmp_path / "run").exists()  # nothing half-written
 
