@@ -113,12 +113,40 @@ EvaluatorName = Literal[
 
 
 @dataclass
+class MiningConfig:
+    """Hard-negative mining (`embedlab mine`, or `convert: {to: triplets, mine: {...}}`): sentence-transformers'
+    `mine_hard_negatives` parameter names, meanings and defaults; see embedlab.mining."""
+
+    model: str = DEFAULT_MODEL  # the model that ranks candidates: a model folder, hub id or a run's output folder
+    corpus: str | None = None  # a file of passages (.txt: one per line); default: the data's positives
+    num_negatives: int = 3
+    range_min: int = 0  # skip this many top candidates (likely unlabelled positives)
+    range_max: int | None = None  # default: range_min + num_negatives + most positives of an anchor (x10 negatives with margins)
+    max_score: float | None = None
+    min_score: float | None = None
+    absolute_margin: float | None = None  # a negative scores at least this much below the anchor's weakest positive
+    relative_margin: float | None = None  # ... at most (1 - relative_margin) x that positive's score
+    sampling_strategy: Literal["top", "random"] = "top"
+    output_format: Literal["triplet", "n-tuple"] | None = None  # in a config, `convert.to` decides (triplets, n_tuples)
+    batch_size: int = 32
+    query_prompt_name: str | None = None  # a prompt of the model's own `prompts`, for the anchors
+    query_prompt: str | None = None
+    corpus_prompt_name: str | None = None  # ... for the corpus
+    corpus_prompt: str | None = None
+    seed: int = 0  # sampling_strategy random
+    workers: int | None = None  # embed with Ray Data on this many actors; None: in this process
+    use_gpu: bool = False  # one GPU per Ray Data actor
+    cache_folder: str | None = None  # embeddings cache; default: EMBEDLAB_CACHE, else ~/.cache/embedlab/embeddings
+
+
+@dataclass
 class ConversionConfig:
-    to: Literal["triplets", "anchor_positive_pairs"]
+    to: Literal["triplets", "n_tuples", "anchor_positive_pairs"]
     threshold: float | None = None  # score pairs -> anchor-positive pairs: keep scores at or above this
     positive_label: str | int | None = None  # pairs + class -> triplets: e.g. ENTAILMENT
     negative_label: str | int | None = None  # pairs + class -> triplets: e.g. CONTRADICTION
     seed: int = 0
+    mine: MiningConfig | None = None  # (anchor, positive) pairs -> triplets / n_tuples with mined hard negatives
 
 
 @dataclass

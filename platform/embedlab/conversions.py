@@ -3,6 +3,8 @@
 - (sentence_A, sentence_B) pairs + class  -> (anchor, positive, negative) triplets, sampled with a seed
 - (sentence_A, sentence_B) pairs + score  -> (anchor, positive) pairs: the pairs at or above a threshold
 - (anchor, positive/negative) pairs + 1/0 -> (anchor, positive) pairs: the pairs labelled 1
+- (anchor, positive) pairs (or the score / 1-0 pairs above, kept as such first) -> triplets or n_tuples with
+  mined hard negatives (`mine: {...}`, embedlab.mining)
 """
 
 import random
@@ -44,26 +46,64 @@ def _pairs_to_triplets(dataset: datasets.Dataset, detected: DetectedFormat, conv
     return rows
 
 
-def convert(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig) -> tuple[datasets.Dataset, DetectedFormat]:
+def _anchor_positive_rows(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig) -> dict | None:
+    """The (anchor, positive) pairs of score pairs (at or above the threshold) or 1/0 pairs (labelled 1);
+    None for other formats."""
     source = detected.format.key
     first, second = detected.input_columns[:2]
-    if conversion.to == "triplets" and source == "pair_class":
-        rows = _pairs_to_triplets(dataset, detected, conversion)
-    elif conversion.to == "anchor_positive_pairs" and source == "pair_score":
+    if source == "pair_score":
         if conversion.threshold is None:
             raise EmbedlabError("converting score pairs to anchor-positive pairs needs `threshold`, e.g. 0.8")
         keep = [i for i, score in enumerate(dataset[detected.label_column]) if score >= conversion.threshold]
-        rows = {"anchor": [dataset[first][i] for i in keep], "positive": [dataset[second][i] for i in keep]}
-    elif conversion.to == "anchor_positive_pairs" and source == "pair_binary":
+    elif source == "pair_binary":
         keep = [i for i, label in enumerate(dataset[detected.label_column]) if label == 1]
-        rows = {"anchor": [dataset[first][i] for i in keep], "positive": [dataset[second][i] for i in keep]}
+    else:
+        return None
+    return {"anchor": [dataset[first][i] for i in keep], "positive": [dataset[second][i] for i in keep]}
+
+
+def _mined_rows(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig) -> dict:
+    from embedlab.mining import OUTPUT_FORMATS, mine
+
+    source = detected.format.key
+    where = "data.train.convert.mine"
+    if conversion.to not in OUTPUT_FORMATS:
+        raise EmbedlabError(f"mining makes triplets or n_tuples: set convert.to to one of {', '.join(OUTPUT_FORMATS)}, not {conversion.to}")
+    wanted = OUTPUT_FORMATS[conversion.to]
+    if conversion.mine.output_format not in (None, wanted):
+        raise EmbedlabError(f"{where}.output_format {conversion.mine.output_format} contradicts convert.to {conversion.to}: leave it out (convert.to decides)")
+    if source == "anchor_positive_pairs":
+        pairs = dataset.select_columns(list(detected.input_columns))
+    else:
+        rows = _anchor_positive_rows(dataset, detected, conversion)
+        if rows is None:
+            raise EmbedlabError(
+                f"mining needs (anchor, positive) pairs, and this data is {detected.describe()}: give pairs, or score pairs with "
+                "`threshold` or 1/0 pairs, which are kept as pairs first"
+            )
+        if not rows["anchor"]:
+            raise EmbedlabError(f"converting {source} to anchor-positive pairs for mining left no rows: check the threshold or labels")
+        pairs = datasets.Dataset.from_dict(rows)
+        print(f"Converted {source} ({len(dataset)} rows) -> anchor_positive_pairs ({len(pairs)} rows) for mining")
+    return mine(pairs, conversion.mine, output_format=wanted, where=where).dataset.to_dict()
+
+
+def convert(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig) -> tuple[datasets.Dataset, DetectedFormat]:
+    source = detected.format.key
+    if conversion.mine is not None:
+        rows = _mined_rows(dataset, detected, conversion)
+    elif conversion.to == "triplets" and source == "pair_class":
+        rows = _pairs_to_triplets(dataset, detected, conversion)
+    elif conversion.to == "anchor_positive_pairs" and source in ("pair_score", "pair_binary"):
+        rows = _anchor_positive_rows(dataset, detected, conversion)
     else:
         raise EmbedlabError(
             f"no conversion from {source} to {conversion.to}: embedlab converts pair_class -> triplets, "
-            "pair_score -> anchor_positive_pairs (threshold) and pair_binary -> anchor_positive_pairs"
+            "pair_score -> anchor_positive_pairs (threshold), pair_binary -> anchor_positive_pairs, and mines "
+            "anchor_positive_pairs -> triplets / n_tuples (`mine: {...}`)"
         )
-    if not rows["anchor"]:
-        raise EmbedlabError(f"converting {source} to {conversion.to} left no rows: check the threshold or labels")
+    if not next(iter(rows.values())):
+        raise EmbedlabError(f"converting {source} to {conversion.to} left no rows: check the threshold, labels or mining settings")
     converted = datasets.Dataset.from_dict(rows)
     converted_format = detect_format(converted, format_key=conversion.to)
     print(f"Converted {source} ({len(dataset)} rows) -> {conversion.to} ({len(converted)} rows)")
