@@ -51,3 +51,23 @@ class CrashOnceLoss(nn.Module):
             self.marker.write_text("crashed")
             os._exit(1)  # as a killed process: no exception, no cleanup
         return self.inner(sentence_features, labels)
+
+
+class NeedsFileLoss(nn.Module):
+    """MultipleNegativesRankingLoss that needs a file to exist where it is built: a mistake the driver's
+    checks pass and every worker finds (as a resource missing on the workers' nodes)."""
+
+    formats = ("anchor_positive_pairs",)
+
+    def __init__(self, model, needs: str):
+        super().__init__()
+        from embedlab.errors import EmbedlabError
+        from embedlab.losses import MultipleNegativesRankingLoss
+
+        if not Path(needs).exists():
+            raise EmbedlabError(f"'{needs}' does not exist: NeedsFileLoss cannot start")
+        self.model = model
+        self.inner = MultipleNegativesRankingLoss(model)
+
+    def forward(self, sentence_features, labels):
+        return self.inner(sentence_features, labels)

@@ -9,28 +9,37 @@ an interrupted run. The last checkpoint also holds the model folder, which the d
 `<output_dir>/model`, so the model is reachable from any storage (s3://, gs://, a shared folder).
 """
 
-import copy
 import dataclasses
 import json
 import os
 import shutil
 import socket
 import sys
+import sysconfig
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+import pyarrow as pa
 import pyarrow.fs
 import torch.distributed
+from datasets.table import InMemoryTable
 
 from embedlab import run, tracking
-from embedlab.config import USER_IMPORT_PATHS, Config, DataSource, DistributedConfig
+from embedlab.config import Config, DistributedConfig
 from embedlab.errors import EmbedlabError
+from embedlab.formats import DetectedFormat
 from embedlab.identity import last_fingerprint, start_over
+from embedlab.losses import CATALOGUE, get_loss_class
 from embedlab.model import EmbeddingModel
 from embedlab.trainer import Trainer
 
-RESULT_FILES = ("model", "results.json", "eval")  # what the last checkpoint carries back to the driver
+# Rank 0's MLflow fallback store (used if the tracking server fails mid-run) lives in the worker's own
+# folder, on whichever node it runs, and comes back to the driver's output folder with the results.
+WORKER_FALLBACK = "worker-mlflow-fallback"
+RESULT_FILES = ("model", "results.json", "eval", WORKER_FALLBACK)  # what the last checkpoint carries back to the driver
 WORKER_ERROR = "embedlab_error"  # carries a worker's EmbedlabError back to the driver, as its return value
 
 
@@ -39,6 +48,7 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     """`run.train()` on Ray Train workers; returns the same dict. `callbacks` are Ray Train callbacks
     (e.g. Tune's TuneReportCallback, when a sweep's trial runs a TorchTrainer). The driver opens the
     MLflow run and records params and artifacts; rank 0 records the metrics into it."""
+    import ray
     import ray.train
 
     config = prepared.config
@@ -60,7 +70,8 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     loss_line = f"{config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
     tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     with run.failing_run(tracker):
-        trainer = torch_trainer(prepared, tracker, storage_path, ray_run_name, callbacks)
+        shipment = ray.put(pack_shipment(prepared))
+        trainer = torch_trainer(prepared, tracker, storage_path, ray_run_name, callbacks, shipment)
         try:
             result = trainer.fit()
         except ray.train.TrainingFailedError as error:
@@ -78,7 +89,7 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
         return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
 
 
-def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_name: str, callbacks):
+def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_name: str, callbacks, shipment):
     """The TorchTrainer of a run: its workers, checkpoint policy (scored by the first evaluator), restarts."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -90,10 +101,10 @@ def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_na
     return TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
-            "config": with_absolute_paths(config).to_dict(),
+            "config": config.to_dict(),
             "identity": prepared.identity,
             "tracking": tracker.location() if tracker else None,
-            "import_paths": list(USER_IMPORT_PATHS),  # where the driver found a user's own loss module
+            "shipment": shipment,  # an object ref: every worker fetches the run's inputs from the object store
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=distributed.workers, use_gpu=distributed.use_gpu, resources_per_worker=resources
@@ -256,28 +267,76 @@ def check_resources(distributed: DistributedConfig) -> None:
         )
 
 
-def with_absolute_paths(config: Config) -> Config:
-    """Workers may run in another folder (or on another node with the same files): local paths made absolute."""
-    config = copy.deepcopy(config)
-
-    def absolute(path):
-        return str(Path(path).resolve()) if isinstance(path, str) and Path(path).exists() else path
-
-    sources: list[DataSource] = [config.data.train] + [entry.data for entry in config.evaluators + config.test_evaluators]
-    for source in sources:
-        source.path = absolute(source.path)
-        source.teacher_model = absolute(source.teacher_model)
-    config.model.name = absolute(config.model.name)
-    if "guide" in config.loss.params:
-        config.loss.params["guide"] = absolute(config.loss.params["guide"])
-    config.output_dir = str(Path(config.output_dir).resolve())
-    return config
-
-
 def _first_line(error: BaseException) -> str:
     """The line that names the error: the last line of a worker's traceback, else the first line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
     return lines[-1] if "Traceback" in str(error) else lines[0]
+
+
+# --- what the driver sends: a run's inputs through Ray's object store, so no worker reads its disk ----
+@dataclass
+class Shipment:
+    """What a worker needs from the driver: the loaded (and converted) training data, its format, the
+    evaluators with their data, the model and a loss's guide model as saved files, and the source of a
+    user's own loss module. A worker on any node reads none of the driver's paths."""
+
+    data: pa.Table
+    features: datasets.Features
+    detected: DetectedFormat
+    evaluators: list
+    models: dict[str, dict[str, bytes]]  # "model" / "guide": file path in the folder -> bytes
+    user_code: dict[str, bytes]  # file path below an import folder -> bytes
+
+
+def pack_shipment(prepared: run.Prepared) -> Shipment:
+    models = {}
+    if not prepared.config.model.trust_remote_code:  # remote code is not in a saved copy: workers load it by name
+        models["model"] = saved_files(prepared.model)
+    guide = next((module.guide for module in prepared.loss.modules() if isinstance(getattr(module, "guide", None), EmbeddingModel)), None)
+    if guide is not None:
+        models["guide"] = saved_files(guide)
+    table = prepared.dataset.with_format("arrow")[:]  # the rows in order (a selection or limit applied)
+    return Shipment(table, prepared.dataset.features, prepared.detected, prepared.evaluators, models, user_code_files(prepared.config.loss.name))
+
+
+def saved_files(model: EmbeddingModel) -> dict[str, bytes]:
+    """The model as `model.save` writes it (safetensors weights, tokenizer, module configs), in memory."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(folder)
+        return {path.relative_to(folder).as_posix(): path.read_bytes() for path in Path(folder).rglob("*") if path.is_file()}
+
+
+def user_code_files(loss_name: str) -> dict[str, bytes]:
+    """The source of a custom loss's top-level module (a file, or its package's .py files), keyed by the
+    path below the folder it was imported from. Installed packages are left out: every node has them."""
+    if loss_name in CATALOGUE or "." not in loss_name:
+        return {}
+    top = sys.modules[get_loss_class(loss_name).__module__.split(".")[0]]
+    origin = Path(top.__file__).resolve() if getattr(top, "__file__", None) else None
+    installed = [Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")]
+    if origin is None or any(origin.is_relative_to(folder) for folder in installed):
+        return {}
+    if not hasattr(top, "__path__"):
+        return {origin.name: origin.read_bytes()}
+    package = origin.parent
+    return {f"{top.__name__}/{path.relative_to(package).as_posix()}": path.read_bytes() for path in package.rglob("*.py")}
+
+
+def unpack_shipment(shipment: Shipment, config: Config, workdir: Path) -> run.Loaded:
+    """Writes the shipped model files and user code into this worker's folder, points the config at them,
+    and returns the data and evaluators for `run.prepare`."""
+    for name, files in {**shipment.models, "user_code": shipment.user_code}.items():
+        for relative, content in files.items():
+            (workdir / name / relative).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / name / relative).write_bytes(content)
+    if "model" in shipment.models:
+        config.model.name = str(workdir / "model")
+    if "guide" in shipment.models:
+        config.loss.params["guide"] = str(workdir / "guide")
+    if shipment.user_code:
+        sys.path.insert(0, str(workdir / "user_code"))  # ahead of anything of the same name on this node
+    dataset = datasets.Dataset(InMemoryTable(shipment.data), info=datasets.DatasetInfo(features=shipment.features))
+    return run.Loaded(dataset, shipment.detected, shipment.evaluators, test_evaluators=[])
 
 
 # --- the workers --------------------------------------------------------------------------------
@@ -310,18 +369,21 @@ def train_fn_per_worker(loop_config: dict) -> dict | None:
 
 def _worker_trainer(loop_config: dict, rank: int, world_size: int, workdir: Path) -> tuple[Trainer, Path | None]:
     """This worker's Trainer and Ray Train's last checkpoint (checked to be this run's), if there is one."""
+    import ray
     import ray.train
     import ray.train.torch
 
-    sys.path.extend(folder for folder in loop_config["import_paths"] if folder not in sys.path)
     config = Config.from_dict(loop_config["config"])
-    prepared = run.prepare(config, device=str(ray.train.torch.get_device()), identity=loop_config["identity"])
+    loaded = unpack_shipment(ray.get(loop_config["shipment"]), config, workdir / "inputs")
+    prepared = run.prepare(config, device=str(ray.train.torch.get_device()), identity=loop_config["identity"], loaded=loaded)
     # Ray Train checkpoints replace the trainer's own: one at each evaluation (every eval_steps, else
     # every save_steps) and one at the end; a restarted worker group resumes from the last one.
     args = dataclasses.replace(config.training, eval_steps=config.training.eval_steps or config.training.save_steps, save_steps=None)
-    callbacks = [RayTrainReport()]
+    callbacks = []
     if rank == 0 and loop_config.get("tracking"):  # only rank 0 records, into the driver's MLflow run
-        callbacks.append(tracking.TrackingCallback(tracking.Tracker.at(loop_config["tracking"])))
+        location = {**loop_config["tracking"], "folder": str(workdir / WORKER_FALLBACK)}
+        callbacks.append(tracking.TrackingCallback(tracking.Tracker.at(location)))
+    callbacks.append(RayTrainReport())  # last: the final checkpoint carries everything recorded before it
     trainer = Trainer(
         prepared.loss,
         prepared.dataset,

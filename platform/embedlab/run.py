@@ -23,6 +23,26 @@ from embedlab.trainer import Trainer, make_sampler, set_seed
 
 
 @dataclass
+class Loaded:
+    """What a run reads from its data files: the training data, its format and the evaluators. A Ray
+    worker receives it from the driver (through Ray's object store) instead of reading any file."""
+
+    dataset: object
+    detected: DetectedFormat
+    evaluators: list
+    test_evaluators: list
+
+
+def load_inputs(config: Config) -> Loaded:
+    dataset, detected = load_with_format(config.data.train, where="data.train")
+    check_format(get_loss_class(config.loss.name), detected)
+    resolve_model_path(config.model.name)  # a wrong path fails before slower work
+    evaluators = [build_evaluator(entry, where=f"evaluators.{index}") for index, entry in enumerate(config.evaluators)]
+    test_evaluators = [build_evaluator(entry, where=f"test_evaluators.{index}") for index, entry in enumerate(config.test_evaluators)]
+    return Loaded(dataset, detected, evaluators, test_evaluators)
+
+
+@dataclass
 class Prepared:
     config: Config
     dataset: object
@@ -41,14 +61,11 @@ class Prepared:
         return self.loss.model
 
 
-def prepare(config: Config, device: str | None = None, identity: dict | None = None) -> Prepared:
-    """Checks and loads everything a run needs, writing nothing. A Ray worker passes the `identity` the
-    driver computed (and checked against the output folder)."""
-    dataset, detected = load_with_format(config.data.train, where="data.train")
-    check_format(get_loss_class(config.loss.name), detected)
-    resolve_model_path(config.model.name)  # a wrong path fails before slower work
-    evaluators = [build_evaluator(entry, where=f"evaluators.{index}") for index, entry in enumerate(config.evaluators)]
-    test_evaluators = [build_evaluator(entry, where=f"test_evaluators.{index}") for index, entry in enumerate(config.test_evaluators)]
+def prepare(config: Config, device: str | None = None, identity: dict | None = None, loaded: Loaded | None = None) -> Prepared:
+    """Checks and loads everything a run needs, writing nothing. A Ray worker passes what the driver
+    `loaded` and the `identity` it computed (and checked against the output folder)."""
+    loaded = loaded or load_inputs(config)
+    dataset, detected = loaded.dataset, loaded.detected
     check_distributed(config)
     model = EmbeddingModel(config.model.name, device=device, trust_remote_code=config.model.trust_remote_code)
     if config.model.max_seq_length:
@@ -62,7 +79,7 @@ def prepare(config: Config, device: str | None = None, identity: dict | None = N
         identity = run_identity(config, loss)
         if config.training.resume:  # resume off starts over in the folder, whatever was there
             check_output_folder(Path(config.output_dir), identity)
-    return Prepared(config, dataset, detected, loss, evaluators, test_evaluators, identity)
+    return Prepared(config, dataset, detected, loss, loaded.evaluators, loaded.test_evaluators, identity)
 
 
 def check_training(config: Config, dataset, detected, loss) -> None:

@@ -335,6 +335,24 @@ def train_trial(
     tune.report(for_tune(final, metric, mode))
 
 
+def with_absolute_paths(config: Config) -> Config:
+    """Trials run in their own folders: local paths made absolute. (A trial reads its data and model by
+    these paths, so a sweep on several nodes needs them on storage every node mounts.)"""
+    config = copy.deepcopy(config)
+
+    def absolute(path):
+        return str(Path(path).resolve()) if isinstance(path, str) and Path(path).exists() else path
+
+    for source in [config.data.train] + [entry.data for entry in config.evaluators + config.test_evaluators]:
+        source.path = absolute(source.path)
+        source.teacher_model = absolute(source.teacher_model)
+    config.model.name = absolute(config.model.name)
+    if "guide" in config.loss.params:
+        config.loss.params["guide"] = absolute(config.loss.params["guide"])
+    config.output_dir = str(Path(config.output_dir).resolve())
+    return config
+
+
 # --- the sweep --------------------------------------------------------------------------------------
 def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) -> dict:
     """Runs (or resumes) the sweep; returns `summarize()`'s summary, also recorded in the sweep's MLflow run.
@@ -343,7 +361,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     import ray
     from ray import tune
 
-    from embedlab.ray_train import connect, with_absolute_paths
+    from embedlab.ray_train import connect
 
     search = sweep.search
     address = address if address is not None else sweep.config.distributed.address
@@ -439,6 +457,9 @@ def open_sweep_run(sweep: Sweep):
     if not parent.reused:
         search = {f"search.{name}": value for name, value in tracking.flatten(dataclasses.asdict(sweep.search)).items()}
         parent.log_params({**search, "searched_losses": ", ".join(sweep.losses), "model_name": sweep.config.model.name, "data_format": sweep.format_key})
+        parent.log_inputs(tracking.data_inputs(sweep.config))
+    parent.system_metrics = sweep.config.tracking.system_metrics
+    parent.start_system_metrics()  # the whole machine while the trials run
     return parent
 
 
@@ -457,6 +478,8 @@ def log_sweep_summary(parent, sweep: Sweep, summary: dict) -> None:
         parent.log_artifact(plot, "plots")
     tracking.end_stopped_children(parent)  # trials ASHA stopped never finished their own runs
     parent.finish("FINISHED" if best is not None else "FAILED")
+    if best is not None:
+        tracking.register_best_trial(parent, sweep.config.tracking.register, best["trial_id"])
 
 
 def record_trial_runs(parent, sweep: Sweep, rows: list[dict]) -> None:

@@ -4,6 +4,7 @@ in one line before any worker starts."""
 
 import json
 import random
+import shutil
 
 import pytest
 
@@ -118,18 +119,21 @@ def test_bad_cluster_input_fails_in_one_line_before_any_worker_starts(ray_cluste
 
 
 def test_a_mistake_found_on_the_workers_fails_once_in_one_line_without_restarts(ray_cluster, tmp_path, tiny_model_path, data):
-    """A data file the driver read but the workers cannot (as on a node without it): the same error on
+    """A file the driver's checks found but the workers do not (as on a node without it): the same error on
     every retry, so it is reported as the mistake it is, not retried max_failures times as a crash."""
     pairs, dev = data
-    moved = tmp_path / "pairs.jsonl"
-    moved.write_text(pairs.read_text())
-    config = _config(tmp_path, tiny_model_path, (moved, dev), "gone", {"crash_at": 6, "marker": str(dev)}, max_failures=2)
+    needed = tmp_path / "needed.txt"
+    needed.write_text("here on the driver only")
+    config = write_config(
+        tmp_path / "c.yaml", tiny_model_path, pairs, tmp_path / "gone", loss={"name": "custom_losses.NeedsFileLoss", "params": {"needs": str(needed)}},
+        training={"max_steps": 2}, distributed={"workers": 2, "max_failures": 2}, tracking="off",
+    )  # fmt: skip
     prepared = run.prepare(load_config(config), device="cpu")
-    moved.unlink()
+    needed.unlink()
     with pytest.raises(EmbedlabError) as error:
         train_on_ray(prepared)
     message = str(error.value)
-    assert "pairs.jsonl' does not exist" in message and "restart" not in message and "rerun" not in message
+    assert "needed.txt' does not exist" in message and "restart" not in message and "rerun" not in message
     assert len(message.splitlines()) == 1
 
 
@@ -186,16 +190,25 @@ def test_ray_train_equals_in_process_training(ray_cluster, tmp_path, no_dropout_
     assert two_worker_losses == pytest.approx(in_process_losses, rel=1e-4)  # the mean over ranks, not rank 0's
 
 
-def test_a_loss_module_beside_the_config_is_found_by_the_workers(ray_cluster, tmp_path, tiny_model_path, data):
-    """The module is on no worker's path (the cluster's PYTHONPATH holds tests/ only): workers look where
-    the driver found it, beside the config."""
-    pairs, _ = data
+def test_workers_read_nothing_from_the_drivers_disk(ray_cluster, tmp_path, tiny_model_path, data):
+    """Everything a worker needs comes through Ray's object store: the data, the evaluator's data and the
+    model are deleted from the driver's disk before the workers start, and the loss module lies beside the
+    config, on no worker's path (the cluster's PYTHONPATH holds tests/ only)."""
+    pairs, dev = data
+    inputs = tmp_path / "inputs"
+    shutil.copytree(tiny_model_path, inputs / "model")
+    shutil.copy(pairs, inputs / "pairs.jsonl")
+    shutil.copy(dev, inputs / "dev.jsonl")
     (tmp_path / "beside_losses.py").write_text(
         "from embedlab.losses import MultipleNegativesRankingLoss\n\n\nclass BesideLoss(MultipleNegativesRankingLoss):\n    pass\n"
     )
     config = write_config(
-        tmp_path / "c.yaml", tiny_model_path, pairs, tmp_path / "run", loss={"name": "beside_losses.BesideLoss"},
-        training={"max_steps": 2, "save_steps": 2}, distributed={"workers": 1}, tracking="off",
+        tmp_path / "c.yaml", inputs / "model", inputs / "pairs.jsonl", tmp_path / "run", loss={"name": "beside_losses.BesideLoss"},
+        training={"max_steps": 2, "save_steps": 2},
+        evaluators=[{"name": "dev", "data": str(inputs / "dev.jsonl")}], distributed={"workers": 2}, tracking="off",
     )  # fmt: skip
-    results = _train(config)
-    assert results["step"] == 2 and (tmp_path / "run" / "model" / "modules.json").exists()
+    prepared = run.prepare(load_config(config), device="cpu")
+    shutil.rmtree(inputs)
+    results = train_on_ray(prepared)
+    assert results["step"] == 2 and "dev_spearman_cosine" in results["final"]
+    assert (tmp_path / "run" / "model" / "modules.json").exists()
