@@ -30,12 +30,14 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, folder):
+    """An `mlflow server` process; `artifacts`: where it stores artifacts (default: a folder beside its database)."""
+
+    def __init__(self, folder, artifacts: str | None = None):
         self.port = _free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         command = [
             sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts"),
+            "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", artifacts or str(folder / "artifacts"),
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
