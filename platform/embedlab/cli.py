@@ -1,4 +1,4 @@
-"""The `embedlab` command: train | sweep | compare | evaluate | formats | losses.
+"""The `embedlab` command: train | sweep | compare | evaluate | formats | losses | mine.
 
 User mistakes (EmbedlabError) print one line and exit with code 2, never a traceback.
 """
@@ -143,6 +143,34 @@ def cmd_losses(args) -> None:
     print(f"{'modifiers (any format)':75s}{', '.join(MODIFIERS)}")
 
 
+MINING_FLAGS = (
+    "model", "corpus", "num_negatives", "range_min", "range_max", "max_score", "min_score", "absolute_margin", "relative_margin",
+    "sampling_strategy", "batch_size", "query_prompt_name", "query_prompt", "corpus_prompt_name", "corpus_prompt", "seed", "workers", "cache_folder",
+)  # the MiningConfig keys that `embedlab mine` takes as --kebab-case flags
+
+
+def cmd_mine(args) -> None:
+    from embedlab.config import ConversionConfig, DataSource, MiningConfig, _build
+    from embedlab.conversions import mine_pairs
+    from embedlab.data import load_with_format
+    from embedlab.formats import MetadataColumnsError
+    from embedlab.mining import check_output_path, check_settings, write_dataset
+
+    check_output_path(args.output)
+    raw = {name: getattr(args, name) for name in MINING_FLAGS if getattr(args, name) is not None}
+    settings = _build(MiningConfig, {**raw, "use_gpu": args.gpu}, "mine")  # the config's checks and one-line errors
+    check_settings(settings, where="")  # before the data is read
+    conversion = ConversionConfig(to={"triplet": "triplets", "n-tuple": "n_tuples"}[args.output_format], threshold=args.threshold, mine=settings)
+    source = DataSource(path=args.data, columns=args.columns, label_column=args.label_column, limit=args.limit)
+    try:
+        dataset, detected = load_with_format(source)
+    except MetadataColumnsError as error:  # name this command's flags, not the config keys
+        raise EmbedlabError(error.with_flags()) from None
+    mined = mine_pairs(dataset, detected, conversion, where="")
+    write_dataset(mined, args.output)
+    print(f"Wrote {len(mined)} rows ({', '.join(mined.column_names)}) to {args.output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedlab", description="Train and compare sentence-embedding models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="evaluate the first N rows only")
     evaluate.add_argument("--output", help="folder for the results CSV")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    mine = commands.add_parser("mine", help="mine hard negatives: (anchor, positive) pairs -> triplets or n-tuples")
+    mine.add_argument("data", help="(anchor, positive) pairs; or score pairs with --threshold, or 1/0 pairs (the 1s are kept)")
+    mine.add_argument("--output", required=True, help="the mined rows: .parquet, .jsonl or .csv")
+    mine.add_argument("--columns", type=lambda text: text.split(","), help="comma-separated columns to keep (anchor,positive)")
+    mine.add_argument("--label-column")
+    mine.add_argument("--limit", type=int, help="the first N rows only")
+    mine.add_argument("--threshold", type=float, help="score pairs: the pairs scoring at least this are (anchor, positive) pairs")
+    mine.add_argument("--model", help="the model that ranks candidates: a model folder, hub id or run folder (default all-MiniLM-L6-v2)")
+    mine.add_argument("--corpus", help="a file of passages to mine from (.txt: one per line); default: the data's positives")
+    mine.add_argument("--output-format", choices=["triplet", "n-tuple"], default="triplet")
+    for name, kind in (("num_negatives", int), ("range_min", int), ("range_max", int), ("max_score", float), ("min_score", float),
+                       ("absolute_margin", float), ("relative_margin", float), ("batch_size", int), ("seed", int)):
+        mine.add_argument(f"--{name.replace('_', '-')}", type=kind, help="as in sentence-transformers' mine_hard_negatives")
+    mine.add_argument("--sampling-strategy", help="top (the default) or random")
+    for name in ("query_prompt_name", "query_prompt", "corpus_prompt_name", "corpus_prompt"):
+        mine.add_argument(f"--{name.replace('_', '-')}", help="a prompt (name) for the anchors / the corpus, where the model has them")
+    mine.add_argument("--workers", type=int, help="embed on N Ray Data actors; default: in this process")
+    mine.add_argument("--gpu", action="store_true", help="one GPU per Ray Data actor (needs --workers)")
+    mine.add_argument("--cache-folder", help="embeddings cache (default: EMBEDLAB_CACHE, else ~/.cache/embedlab/embeddings)")
+    mine.set_defaults(handler=cmd_mine)
 
     losses = commands.add_parser("losses", help="the format -> losses table, or one loss's parameters")
     losses.add_argument("name", nargs="?")

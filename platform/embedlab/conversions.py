@@ -53,7 +53,7 @@ def _anchor_positive_rows(dataset: datasets.Dataset, detected: DetectedFormat, c
     first, second = detected.input_columns[:2]
     if source == "pair_score":
         if conversion.threshold is None:
-            raise EmbedlabError("converting score pairs to anchor-positive pairs needs `threshold`, e.g. 0.8")
+            raise EmbedlabError("converting score pairs to anchor-positive pairs needs `threshold` (embedlab mine: --threshold), e.g. 0.8")
         keep = [i for i, score in enumerate(dataset[detected.label_column]) if score >= conversion.threshold]
     elif source == "pair_binary":
         keep = [i for i, label in enumerate(dataset[detected.label_column]) if label == 1]
@@ -62,16 +62,22 @@ def _anchor_positive_rows(dataset: datasets.Dataset, detected: DetectedFormat, c
     return {"anchor": [dataset[first][i] for i in keep], "positive": [dataset[second][i] for i in keep]}
 
 
-def _mined_rows(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig) -> dict:
+def mine_pairs(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig, where: str = "data.train.convert.mine") -> datasets.Dataset:
+    """(anchor, positive) pairs (or score pairs at or above `threshold`, or 1/0 pairs labelled 1) mined into
+    `conversion.to` (triplets or n_tuples); `where` names the mining settings in errors ("" for flags)."""
     from embedlab.mining import OUTPUT_FORMATS, mine
 
     source = detected.format.key
-    where = "data.train.convert.mine"
     if conversion.to not in OUTPUT_FORMATS:
         raise EmbedlabError(f"mining makes triplets or n_tuples: set convert.to to one of {', '.join(OUTPUT_FORMATS)}, not {conversion.to}")
     wanted = OUTPUT_FORMATS[conversion.to]
     if conversion.mine.output_format not in (None, wanted):
         raise EmbedlabError(f"{where}.output_format {conversion.mine.output_format} contradicts convert.to {conversion.to}: leave it out (convert.to decides)")
+    if len(detected.input_columns) < 2:
+        raise EmbedlabError(
+            f"mining needs (anchor, positive) pairs, and this data has no positive column: its one input column is "
+            f"'{detected.input_columns[0]}' ({detected.describe()}): give a file with a second text column of positives"
+        )
     if source == "anchor_positive_pairs":
         pairs = dataset.select_columns(list(detected.input_columns))
     else:
@@ -85,13 +91,13 @@ def _mined_rows(dataset: datasets.Dataset, detected: DetectedFormat, conversion:
             raise EmbedlabError(f"converting {source} to anchor-positive pairs for mining left no rows: check the threshold or labels")
         pairs = datasets.Dataset.from_dict(rows)
         print(f"Converted {source} ({len(dataset)} rows) -> anchor_positive_pairs ({len(pairs)} rows) for mining")
-    return mine(pairs, conversion.mine, output_format=wanted, where=where).dataset.to_dict()
+    return mine(pairs, conversion.mine, output_format=wanted, where=where).dataset
 
 
 def convert(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig) -> tuple[datasets.Dataset, DetectedFormat]:
     source = detected.format.key
     if conversion.mine is not None:
-        rows = _mined_rows(dataset, detected, conversion)
+        rows = mine_pairs(dataset, detected, conversion).to_dict()
     elif conversion.to == "triplets" and source == "pair_class":
         rows = _pairs_to_triplets(dataset, detected, conversion)
     elif conversion.to == "anchor_positive_pairs" and source in ("pair_score", "pair_binary"):

@@ -57,23 +57,28 @@ def mining_model_path(name: str) -> str:
     return str(resolve_model_path(str(path) if path.exists() else name))
 
 
+def setting_name(where: str, key: str) -> str:
+    """A setting as the user wrote it: the config key under `where`, or the command-line flag when `where` is ""."""
+    return f"{where}.{key}" if where else "--gpu" if key == "use_gpu" else f"--{key.replace('_', '-')}"
+
+
 def check_settings(settings: MiningConfig, where: str = "mine") -> None:
-    """Checks what does not depend on the data: one-line errors naming the key and a fix."""
+    """Checks what does not depend on the data: one-line errors naming the setting and a fix."""
     for key in ("num_negatives", "batch_size", "workers"):
         value = getattr(settings, key)
         if value is not None and value < 1:
-            raise EmbedlabError(f"{where}.{key} must be at least 1, got {value}")
+            raise EmbedlabError(f"{setting_name(where, key)} must be at least 1, got {value}")
     if settings.range_min < 0:
-        raise EmbedlabError(f"{where}.range_min must be 0 or more, got {settings.range_min}")
+        raise EmbedlabError(f"{setting_name(where, 'range_min')} must be 0 or more, got {settings.range_min}")
     if settings.range_max is not None and settings.range_min >= settings.range_max:
         raise EmbedlabError(
-            f"{where}.range_min ({settings.range_min}) must be smaller than range_max ({settings.range_max}): "
-            "candidates are ranks range_min .. range_max - 1"
+            f"{setting_name(where, 'range_min')} ({settings.range_min}) must be smaller than {setting_name(where, 'range_max')} "
+            f"({settings.range_max}): candidates are ranks range_min .. range_max - 1"
         )
     if settings.use_gpu and not settings.workers:
-        raise EmbedlabError(f"{where}.use_gpu (--gpu) needs workers (--workers N): GPU embedding runs on Ray Data actors")
+        raise EmbedlabError(f"{setting_name(where, 'use_gpu')} needs {setting_name(where, 'workers')} N: GPU embedding runs on Ray Data actors")
     if settings.corpus is not None and not Path(settings.corpus).expanduser().is_file():
-        raise EmbedlabError(f"{where}.corpus file '{settings.corpus}' does not exist: give a file of passages (.txt: one per line)")
+        raise EmbedlabError(f"{setting_name(where, 'corpus')} file '{settings.corpus}' does not exist: give a file of passages (.txt: one per line)")
 
 
 def resolve_range_max(settings: MiningConfig, max_positives: int, where: str = "mine") -> int:
@@ -85,7 +90,7 @@ def resolve_range_max(settings: MiningConfig, max_positives: int, where: str = "
         range_max = settings.range_min + settings.num_negatives * (10 if filtered else 1) + max_positives
     if settings.num_negatives > range_max - settings.range_min:
         raise EmbedlabError(
-            f"{where}: cannot mine {settings.num_negatives} negatives per anchor from ranks {settings.range_min} .. {range_max - 1} "
+            f"{where or 'mine'}: cannot mine {settings.num_negatives} negatives per anchor from ranks {settings.range_min} .. {range_max - 1} "
             f"({range_max - settings.range_min} candidates): lower num_negatives or range_min, or raise range_max"
         )
     return range_max
