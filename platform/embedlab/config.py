@@ -231,6 +231,10 @@ class TrackingConfig:
     mode: Literal["required", "optional", "off"] = "required"
     uri: str | None = None  # an MLflow server (http://host:5000) or store; default: MLFLOW_TRACKING_URI, else <output_dir>/mlflow.db
     experiment: str | None = None  # default: the output folder's name
+    # a registered model name: the run's model (a sweep's: the best trial's) becomes a new version of it,
+    # with the alias `champion`
+    register: str | None = None
+    system_metrics: bool = True  # CPU, memory, disk, network and (with nvidia-ml-py) GPU use, every 10 s
 
 
 @dataclass

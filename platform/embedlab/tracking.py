@@ -6,8 +6,15 @@ Where: `tracking.uri` in the config, else MLFLOW_TRACKING_URI, else a local stor
 
 What: params (the flattened resolved config, the loss's get_config_dict, data format, model, workers,
 library versions), tags (data format, loss, sweep), metrics at every evaluation with the global step,
-and artifacts (resolved config, model folder, model card). Runs are found again by a key tag, so a
+the train and evaluation data as dataset inputs (source, row count, a digest over every row), system
+metrics (`tracking.system_metrics`, on by default) and artifacts (resolved config, model card, and the
+model folder as an MLflow pyfunc model: embedlab.mlflow_model). Runs are found again by a key tag, so a
 rerun, a restarted worker or a resumed sweep logs into its existing run instead of making a duplicate.
+Experiments are marked as model-training ones, so the MLflow UI opens them in its training view.
+
+Registry: `tracking.register: NAME` makes the run's model (a sweep's: the best trial's) a version of
+registered model NAME, tagged with the metric, data format, loss and run, and moves the alias `champion`
+to it. A run is registered once: a rerun or a resumed sweep finds its version and only moves the alias.
 
 Outages: an unreachable server at start stops the run before it starts (one line), unless
 `tracking.mode: optional`, which warns and records locally. A failure mid-run never stops training:
@@ -32,7 +39,10 @@ In any string, `user:password@` in a URI becomes `***@` and a secret-named query
 """
 
 import copy
+import hashlib
 import importlib.metadata
+import json
+import logging
 import os
 import re
 import sys
@@ -47,6 +57,9 @@ KEY_TAG = "embedlab_run_key"  # finds a run again: the output folder (train) or 
 PRIMARY_METRIC_TAG = "embedlab_primary_metric"
 FALLBACK_TAG = "embedlab_fallback_of"  # on a fallback run: the store and run it stands in for
 ERROR_TAG = "embedlab_error"  # on a FAILED / KILLED run: why
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # else the UI guesses GenAI and hides the runs
+CHAMPION = "champion"  # the alias a registered run's version gets
+ROWS_PER_DIGEST_BATCH = 4096
 FALLBACK_DB = "mlflow-fallback.db"
 LIBRARIES = ("embedlab", "torch", "transformers", "ray", "mlflow", "optuna", "datasets")
 MASK = "***"
@@ -88,10 +101,18 @@ def resolve_uri(config: Config, parent: dict | None = None) -> str | None:
     if parent is not None:
         return parent["uri"]
     tracking = config.tracking
+    if tracking.register is not None:
+        check_model_name(tracking.register)
     if tracking.mode == "off":
+        if tracking.register is not None:
+            raise EmbedlabError(
+                f"tracking.register '{tracking.register}' needs MLflow tracking, and tracking is off: drop `tracking: off` or tracking.register"
+            )
         return None
     uri = tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store(Path(config.output_dir))
     if not uri.startswith(("http://", "https://")):
+        if tracking.register is not None and not uri.startswith("sqlite:"):  # a local SQLite store is made later, with its registry
+            check_registry(uri)
         return uri
     try:
         _client(uri).search_experiments(max_results=1)
@@ -104,16 +125,36 @@ def resolve_uri(config: Config, parent: dict | None = None) -> str | None:
         local = local_store(Path(config.output_dir))
         warn(f"the MLflow tracking server at {redact(uri)} is unreachable ({first_line(error)}); recording in {local}")
         return local
+    if tracking.register is not None:
+        check_registry(uri)
     return uri
+
+
+def check_model_name(name: str) -> None:
+    if not name.strip() or "/" in name or ":" in name:
+        raise EmbedlabError(f"tracking.register must be a registered model name without '/' or ':', got '{name}'")
+
+
+def check_registry(uri: str) -> None:
+    """An MLflow store that cannot register models fails now, not after training."""
+    try:
+        _client(uri).search_registered_models(max_results=1)
+    except Exception as error:
+        raise EmbedlabError(
+            f"tracking.register: the MLflow store at {redact(uri)} has no model registry ({first_line(error)}): use a server "
+            "with a database backend (mlflow server --backend-store-uri sqlite:///mlflow.db) or drop tracking.register"
+        ) from None
 
 
 def experiment_id(client, name: str, artifact_folder: Path) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND[0] not in experiment.tags:  # made by an earlier embedlab; a user's own choice stays
+            client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
         return experiment.experiment_id
     # A local store keeps artifacts next to it; a server decides itself where they go.
     location = Path(artifact_folder).resolve().as_uri() if client.tracking_uri.startswith("sqlite") else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
 
 
 class Tracker:
@@ -131,6 +172,9 @@ class Tracker:
         self.warned = False  # at most one warning about lost records
         self.key, self.reused = None, False  # set by open()
         self.last_steps: dict[str, int] = {}  # metric -> the last step recorded, for a reused run
+        self.system_metrics = False  # whether the process that trains records them (start_system_metrics)
+        self.register: str | None = None  # the registered model this run's model becomes a version of
+        self.monitor = None  # MLflow's system metrics thread, while it runs
 
     @classmethod
     def open(cls, uri: str, experiment: str, key: str, run_name: str, tags: dict, folder: Path, parent_run_id: str | None = None, reuse: bool = True) -> "Tracker":
@@ -151,12 +195,15 @@ class Tracker:
 
     def location(self) -> dict:
         """What a worker or trial needs to log into this run."""
-        return {"uri": self.uri, "run_id": self.run_id, "experiment": self.experiment, "folder": str(self.fallback_folder), "reused": self.reused}
+        return {
+            "uri": self.uri, "run_id": self.run_id, "experiment": self.experiment, "folder": str(self.fallback_folder),
+            "reused": self.reused, "system_metrics": self.system_metrics,
+        }  # fmt: skip
 
     @classmethod
     def at(cls, location: dict) -> "Tracker":
         tracker = cls(location["uri"], location["run_id"], location["experiment"], Path(location["folder"]))
-        tracker.reused = location.get("reused", False)
+        tracker.reused, tracker.system_metrics = location.get("reused", False), location.get("system_metrics", False)
         return tracker
 
     # --- records --------------------------------------------------------------------------------
@@ -197,7 +244,39 @@ class Tracker:
         key = "local_dir" if method == "log_artifacts" else "local_path"
         self._call(method, **{key: str(path), "artifact_path": artifact_path})
 
+    def log_inputs(self, inputs: list) -> None:
+        self._call("log_inputs", datasets=inputs)
+
+    def start_system_metrics(self) -> None:
+        """MLflow's system metrics (system/cpu_utilization_percentage, system/gpu_0_utilization_percentage, ...)
+        of this machine, every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10), until the run ends.
+        Best effort: a store that fails stops them, never training."""
+        if not self.system_metrics or self.monitor is not None or self.fell_back or self.gone:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        _quiet_logger("mlflow.system_metrics.system_metrics_monitor")
+        try:
+            self.monitor = SystemMetricsMonitor(self.run_id, resume_logging=self.reused, tracking_uri=self.uri)
+            self.monitor.start()
+        except Exception as error:  # psutil missing, a store that fails: the run goes on without them
+            self.monitor = None
+            warn(f"system metrics are not recorded: {first_line(error)}")
+
+    def stop_system_metrics(self) -> None:
+        if self.monitor is not None:
+            monitor, self.monitor = self.monitor, None
+            monitor.finish()  # before the run ends, which would stop it earlier
+            # MLflow drops the samples since its last record; a run shorter than one interval would have none.
+            try:
+                monitor.collect_metrics()
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
+            except Exception:  # the store is down: the fallback warned, or will
+                pass
+
     def finish(self, status: str = "FINISHED") -> None:
+        self.stop_system_metrics()
         self._call("set_terminated", status=status)
         if self.lost:  # the one note at the end; the warning itself came when the first record was lost
             warn(f"{self.lost} MLflow record(s) of this run were not kept (see the warning above); the trained model and results are unaffected")
@@ -254,15 +333,36 @@ class Tracker:
 
 
 class TrackingCallback:
-    """Trainer callback: every evaluation's metrics, with the global step (rank 0 only)."""
+    """Trainer callback: every evaluation's metrics, with the global step (rank 0 only), and the system
+    metrics of the process that trains (a Ray worker's machine, not the driver's), from now to the end."""
 
     NAMES = {"loss": "train_loss"}  # the training loss, apart from any evaluator's
 
     def __init__(self, tracker: Tracker):
         self.tracker = tracker
+        tracker.start_system_metrics()
 
     def on_evaluate(self, trainer, step: int, metrics: dict) -> None:
         self.tracker.log_metrics({self.NAMES.get(key, key): value for key, value in metrics.items()}, step)
+
+    def on_train_end(self, trainer, metrics: dict) -> None:
+        self.tracker.stop_system_metrics()
+
+
+class _Redacting(logging.Filter):
+    """MLflow's own warnings quote the URL they called, credentials included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        return True
+
+
+def _quiet_logger(name: str) -> None:
+    """Warnings only (no "Started monitoring system metrics."), with credentials masked."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.WARNING)
+    if not any(isinstance(item, _Redacting) for item in logger.filters):
+        logger.addFilter(_Redacting())
 
 
 # --- what a run records ---------------------------------------------------------------------------
@@ -283,6 +383,116 @@ def run_tags(config: Config, format_key: str, primary_metric: str | None, sweep:
     if sweep:
         tags["sweep"] = sweep
     return tags
+
+
+def data_inputs(config: Config) -> list:
+    """The train, evaluation and test data as MLflow dataset inputs (context tag train / eval / test), each
+    with its rows as the run reads them (after `columns`, `rename`, `limit`)."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    from embedlab.data import load_data
+
+    sources = [("train", None, config.data.train)]
+    sources += [("eval", entry.name, entry.data) for entry in config.evaluators] + [("test", entry.name, entry.data) for entry in config.test_evaluators]
+    inputs, seen = [], set()
+    for context, name, source in sources:
+        dataset = dataset_entity(source, load_data(source), name)
+        # MLflow keeps one input per (name, digest) and run: the same file as dev and test data has both names.
+        if (dataset.name, dataset.digest) not in seen:
+            seen.add((dataset.name, dataset.digest))
+            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
+def dataset_entity(source, dataset, name: str | None = None):
+    """An MLflow dataset: name (an evaluator's, else the file's), source (a local path, or a hub data set with
+    its subset and split), schema, row count, and a digest over every row, so two versions of one file are two
+    datasets in the UI."""
+    from mlflow.entities import Dataset
+
+    path = Path(source.path).expanduser()
+    if path.exists():
+        source_type, where = "local", {"uri": redact(str(path.resolve()))}
+        name = name or (path.stem if path.is_file() else path.name)
+    else:
+        source_type, where = "hugging_face", {"path": redact(source.path), "config_name": source.subset, "split": source.split}
+        name = name or redact(source.path)
+    profile = {"num_rows": len(dataset), "num_elements": len(dataset) * len(dataset.column_names)}
+    return Dataset(name, rows_digest(dataset), source_type, json.dumps(where), _schema(dataset), json.dumps(profile))
+
+
+def rows_digest(dataset) -> str:
+    """A digest of the column names and every row's values (MLflow's own digests read a sample of rows)."""
+    digest = hashlib.sha256(json.dumps(dataset.column_names).encode())
+    for batch in dataset.with_format("arrow").iter(batch_size=ROWS_PER_DIGEST_BATCH):
+        digest.update(json.dumps(batch.to_pylist(), ensure_ascii=False, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _schema(dataset) -> str:
+    """The columns as MLflow's column schema (the UI's schema table): strings, numbers, lists of numbers."""
+    import datasets
+    from mlflow.types.schema import Array, ColSpec, DataType, Schema
+
+    def kind(feature):
+        if isinstance(feature, datasets.Value):
+            dtype = feature.dtype
+            if dtype in ("string", "large_string"):
+                return DataType.string
+            if dtype == "bool":
+                return DataType.boolean
+            return DataType.double if dtype.startswith("float") else DataType.long if "int" in dtype else DataType.string
+        inner = getattr(feature, "feature", None)  # a List / Sequence of values
+        return Array(kind(inner)) if inner is not None else DataType.string
+
+    schema = Schema([ColSpec(kind(feature), name) for name, feature in dataset.features.items()])
+    return json.dumps({"mlflow_colspec": schema.to_dict()})
+
+
+# --- the model registry -----------------------------------------------------------------------------
+def register_run(client, run_id: str, name: str) -> str:
+    """Registers the run's logged model as a version of `name` (once: a run already registered keeps its
+    version) and moves the alias `champion` to it; returns the version."""
+    run = client.get_run(run_id)
+    if "model/MLmodel" not in {artifact.path for artifact in client.list_artifacts(run_id, "model")}:
+        raise EmbedlabError(f"MLflow run {run.info.run_name} ({run_id}) has no logged model to register as '{name}'")
+    try:
+        client.get_registered_model(name)
+    except Exception:  # not there yet
+        client.create_registered_model(name, tags={"embedlab": "true"})
+    found = client.search_model_versions(f"name = '{_quoted(name)}' and run_id = '{run_id}'")
+    if found:
+        version = found[0]
+    else:
+        metric = run.data.tags.get(PRIMARY_METRIC_TAG)
+        tags = {"data_format": run.data.tags.get("data_format"), "loss": run.data.tags.get("loss"), "run_id": run_id, "run": run.info.run_name}
+        if metric in run.data.metrics:
+            tags |= {"metric": metric, metric: run.data.metrics[metric]}
+        link = f"{redact(client.tracking_uri)}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if client.tracking_uri.startswith("http") else None
+        tags = {key: _tag_value(key, value) for key, value in tags.items() if value is not None}
+        version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=tags, run_link=link)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    print(f"Registered model '{name}' version {version.version} (alias {CHAMPION}): models:/{name}@{CHAMPION}")
+    return version.version
+
+
+def register_best_trial(parent: Tracker, name: str | None, trial_id: str) -> None:
+    """A sweep's end: the best trial's run (a nested run of `parent`) is registered as `name`. Never raises:
+    the sweep's results stand whatever the registry says."""
+    if name is None:
+        return
+    try:
+        if parent.fell_back or parent.gone:
+            raise EmbedlabError(f"the sweep's records are not in {redact(parent.uri)}")
+        client = parent.client
+        experiment = client.get_experiment_by_name(parent.experiment).experiment_id
+        children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' and attributes.status = 'FINISHED'")
+        runs = [run for run in children if run.data.tags.get(KEY_TAG, "").startswith(f"{parent.key}/{trial_id}@")]
+        if not runs:
+            raise EmbedlabError(f"trial {trial_id} has no finished MLflow run with a model")
+        register_run(client, max(runs, key=lambda run: run.info.start_time).info.run_id, name)
+    except Exception as error:
+        warn(f"the best trial {trial_id} is not registered as '{name}': {first_line(error)}")
 
 
 def flatten(raw, prefix: str = "") -> dict:
@@ -417,14 +627,18 @@ def start_run(config: Config, loss, format_key: str, primary_metric: str | None,
         parent_run_id=parent and parent["run_id"],
         reuse=config.training.resume,
     )
-    if not tracker.reused:  # MLflow refuses a param logged twice with another value
+    tracker.system_metrics = config.tracking.system_metrics
+    tracker.register = None if parent else config.tracking.register  # a sweep registers its best trial, not each one
+    if not tracker.reused:  # MLflow refuses a param logged twice with another value; the run key holds the data's digest
         tracker.log_params(run_params(config, loss, format_key))
+        tracker.log_inputs(data_inputs(config))
     return tracker
 
 
 def finish_run(tracker: Tracker | None, output_dir: Path, test_metrics: dict, step: int) -> None:
-    """Test metrics, the resolved config, the model folder and its card, then FINISHED. The config and the
-    card are logged as redacted copies, whatever the files in the output folder hold."""
+    """Test metrics, the resolved config, the model folder (with its pyfunc flavour) and its card, then
+    FINISHED, then the registry (tracking.register). The config and the card are logged as redacted copies,
+    whatever the files in the output folder hold."""
     if tracker is None:
         return
     output_dir = Path(output_dir)
@@ -440,10 +654,31 @@ def finish_run(tracker: Tracker | None, output_dir: Path, test_metrics: dict, st
             for entry in sorted(model.iterdir()):  # the model folder, its card replaced by the redacted copy
                 if entry.name != "README.md":
                     tracker.log_artifact(entry, f"model/{entry.name}" if entry.is_dir() else "model")
+            for file in _flavour_files(model, Path(scratch) / "flavour", tracker.run_id):
+                tracker.log_artifact(file, "model")
         if card is not None:
             tracker.log_artifact(card, "model")
             tracker.log_artifact(card)
         tracker.finish()
+    if tracker.register is not None:
+        if tracker.fell_back or tracker.gone:
+            warn(f"the model is not registered as '{tracker.register}': this run's records are not in the tracking store")
+            return
+        try:
+            register_run(tracker.client, tracker.run_id, tracker.register)
+        except Exception as error:  # the trained model stands; registering again is `tracking.register` on a rerun
+            warn(f"the model is not registered as '{tracker.register}': {first_line(error)}")
+
+
+def _flavour_files(model: Path, folder: Path, run_id: str) -> list[Path]:
+    """The pyfunc flavour's files for the model folder; none (with a warning) if they cannot be written."""
+    from embedlab.mlflow_model import write_flavour
+
+    try:
+        return write_flavour(model, folder, run_id)
+    except Exception as error:
+        warn(f"the logged model is not an MLflow pyfunc model: its MLmodel could not be written ({first_line(error)})")
+        return []
 
 
 def fail_run(tracker: Tracker | None, error: BaseException) -> None:

@@ -104,7 +104,7 @@ def test_resume_false_starts_over_as_a_new_mlflow_run(finished_run, capsys):
 # Every config key that is not part of a run's identity, written out: a new config key joins the identity
 # unless it is added here, on purpose.
 NOT_IN_IDENTITY = {
-    "output_dir", "search", "tracking.experiment", "tracking.mode", "tracking.uri",
+    "output_dir", "search", "tracking.experiment", "tracking.mode", "tracking.uri", "tracking.register", "tracking.system_metrics",
     "training.resume", "training.save_steps", "training.save_total_limit", "training.show_progress_bar",
     "distributed.address", "distributed.check_resources", "distributed.cpus_per_worker", "distributed.max_failures",
     "distributed.num_to_keep", "distributed.storage_path",
