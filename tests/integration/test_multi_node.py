@@ -1,20 +1,55 @@
 """A Ray cluster of two nodes on this machine (Ray's own `cluster_utils.Cluster`, one CPU each), so two
 Ray Train workers land on different nodes: a run with driver-local storage or tracking is refused up
-front, and a run with shared storage and a tracking server trains, with its model in the storage."""
+front, and a run with its storage on an S3 object store (moto's server on localhost) and an MLflow
+tracking server (artifacts in the same bucket) trains through a killed worker, resuming from the bucket."""
 
+import logging
+import os
 import random
+import socket
 
 import pytest
 
 from conftest import cli_error_lines, sentence, write_config, write_jsonl
+from embedlab import EmbeddingModel
 from embedlab.cli import main
 from test_mlflow_tracking import Server
 
 pytestmark = pytest.mark.integration
 
+BUCKET = "embedlab"
+
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def object_store():
+    """An S3 server on localhost with one bucket. Its endpoint and test credentials are in the environment
+    before the cluster starts, so every node's workers, the driver and the MLflow server use it (pyarrow,
+    which Ray Train's storage uses, and boto3 read AWS_ENDPOINT_URL)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    settings = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    server.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def two_nodes(object_store):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -51,20 +86,38 @@ def test_driver_local_storage_or_tracking_is_refused_before_any_worker_starts(tw
     assert not (tmp_path / "run").exists() and not (tmp_path / "shared").exists()
 
 
-def test_two_workers_on_two_nodes_train_into_shared_storage_and_a_tracking_server(two_nodes, tmp_path, tiny_model_path, pairs):
+def test_two_workers_on_two_nodes_train_into_an_object_store_through_a_killed_worker(two_nodes, object_store, tmp_path, tiny_model_path, pairs):
+    """Rank 1 (on the second node) is killed at its 3rd step; the group restarts from the step-2 checkpoint in
+    the bucket and ends at step 4. The model is in the bucket (checkpoints and MLflow artifacts) and loads."""
     from mlflow.tracking import MlflowClient
 
-    server = Server(tmp_path / "mlflow-server")
+    server = Server(tmp_path / "mlflow-server", artifacts=f"s3://{BUCKET}/mlflow")
     try:
-        shared = tmp_path / "shared"  # the folder every node mounts
-        config = _config(tmp_path, tiny_model_path, pairs, tracking={"uri": server.uri})
-        assert main(["train", str(config), "--workers", "2", f"distributed.address={two_nodes}", f"distributed.storage_path={shared}"]) == 0
-        (run_folder,) = shared.iterdir()
-        assert run_folder.name.startswith("run-")  # the output folder's name and the run's fingerprint
-        assert any((checkpoint / "model" / "modules.json").exists() for checkpoint in run_folder.glob("checkpoint-*"))
+        marker, calls = tmp_path / "crashed", tmp_path / "calls.txt"
+        config = write_config(
+            tmp_path / "c.yaml", tiny_model_path, pairs, tmp_path / "run",
+            loss={"name": "custom_losses.CrashOnceLoss", "params": {"crash_at": 3, "marker": str(marker), "calls_file": str(calls)}},
+            training={"batch_size": 4, "max_steps": 4, "save_steps": 2}, tracking={"uri": server.uri},
+            distributed={"workers": 2, "max_failures": 1, "address": two_nodes, "storage_path": f"s3://{BUCKET}/ray"},
+        )  # fmt: skip
+        assert main(["train", str(config)]) == 0
+        assert marker.exists()  # the worker was killed ...
+        # ... and rank 0 began steps 1-3 (3 broke off with its peer), then trained 3-4 from the step-2 checkpoint
+        # (from scratch it would be 3 + 4).
+        assert calls.read_text().split().count("0") == 3 + 2
+
+        keys = [item["Key"] for item in object_store.list_objects_v2(Bucket=BUCKET)["Contents"]]
+        (run_folder,) = {key.split("/")[1] for key in keys if key.startswith("ray/") and "/checkpoint-" in key}
+        assert run_folder.startswith("run-")  # the output folder's name and the run's fingerprint
+        assert f"ray/{run_folder}/checkpoint-0000004/model/model.safetensors" in keys
+        assert any(key.startswith("mlflow/") and key.endswith("model/model.safetensors") for key in keys)
+
         client = MlflowClient(tracking_uri=server.uri)
         (found,) = client.search_runs([client.get_experiment_by_name("run").experiment_id])
         assert found.info.status == "FINISHED" and [metric.step for metric in client.get_metric_history(found.info.run_id, "train_loss")] == [2, 4]
-        assert "model" in {artifact.path for artifact in client.list_artifacts(found.info.run_id)}
+        downloaded = client.download_artifacts(found.info.run_id, "model", str(tmp_path / "downloaded"))
+        texts = ["a dog runs", "the cat sits"]
+        expected = EmbeddingModel(str(tmp_path / "run" / "model"), device="cpu").encode(texts)
+        assert abs(EmbeddingModel(downloaded, device="cpu").encode(texts) - expected).max() < 1e-6
     finally:
         server.stop()
