@@ -1,6 +1,8 @@
 """MLflow tracking against a real `mlflow server` process (loopback port, SQLite backend, local artifact
 root): a train run, a sweep's parent and nested trial runs, and a server that dies mid-run."""
 
+import json
+import os
 import random
 import shutil
 import socket
@@ -119,7 +121,7 @@ def test_a_train_run_records_params_metrics_with_steps_and_a_loadable_model(serv
 def test_a_sweep_makes_a_parent_run_with_one_nested_run_per_trial(server, tmp_path, tiny_model_path, data):
     config = _config(
         tmp_path, tiny_model_path, data, "sweep",
-        tracking={"uri": server.uri},
+        tracking={"uri": server.uri, "register": "sweep-best"},
         search={"losses": "auto", "num_samples": 3, "cpus_per_trial": 1, "space": {"training.learning_rate": {"loguniform": [1e-5, 1e-3]}}},
     )  # fmt: skip
     result = subprocess.run([sys.executable, "-m", "embedlab.cli", "sweep", str(config)], cwd=REPO, capture_output=True, text=True, timeout=900)
@@ -140,15 +142,63 @@ def test_a_sweep_makes_a_parent_run_with_one_nested_run_per_trial(server, tmp_pa
         artifact.path for artifact in client.list_artifacts(parent.info.run_id, "plots")
     }
     assert {"trials.csv", "plots/best_per_loss.png", "plots/metric_vs_learning_rate.png"} <= artifacts
+    # The best trial's run is registered, once; the sweep and its trials list the data they read.
+    (best,) = [child for child in children if child.info.run_name.endswith(f"-{parent.data.tags['best_trial']}")]
+    assert len(client.search_model_versions("name = 'sweep-best'")) == 1
+    assert client.get_model_version_by_alias("sweep-best", "champion").run_id == best.info.run_id
+    assert all({item.dataset.name for item in run.inputs.dataset_inputs} == {"train", "dev", "test"} for run in runs)
 
-    # The MLflow UI's comparison page of the trials, rendered in headless Chromium, shows the metric.
+    # The MLflow UI, rendered in headless Chromium: the training view, the trials compared with their metric and
+    # artifacts, the champion version, a run's dataset inputs (screenshots are build outputs under tmp_path).
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed: the UI screenshot check needs it (apt-get install chromium)")
     screenshot = tmp_path / "compare.png"
-    command = [sys.executable, "bench/mlflow_ui_screenshot.py", "sweep", "--tracking-uri", server.uri, "--output", str(screenshot), "--smoke-test"]
+    command = [sys.executable, "bench/mlflow_ui_screenshot.py", "sweep", "--tracking-uri", server.uri, "--output", str(screenshot), "--model", "sweep-best", "--smoke-test"]
     shot = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert shot.returncode == 0, shot.stdout + shot.stderr[-2000:]
     assert "shows dev_spearman_cosine" in shot.stdout and screenshot.stat().st_size > 10_000
+    for page in ("training view", "compare page", "registered model page", "run page"):
+        assert f"{page}: ok" in shot.stdout, shot.stdout
+
+
+def test_the_champion_is_served_by_mlflow_models_serve(server, tmp_path, tiny_model_path, data):
+    config = _config(tmp_path, tiny_model_path, data, "served", tracking={"uri": server.uri, "experiment": "served", "register": "tiny-embedder"})
+    assert main(["train", str(config)]) == 0
+    client = MlflowClient(server.uri)
+    (found,) = client.search_runs([client.get_experiment_by_name("served").experiment_id])
+    version = client.get_model_version_by_alias("tiny-embedder", "champion")
+    assert version.run_id == found.info.run_id and version.tags["loss"] == "CoSENTLoss" and version.tags["data_format"] == "pair_score"
+    assert version.run_link == f"{server.uri}/#/experiments/{found.info.experiment_id}/runs/{found.info.run_id}"
+    digests = {item.dataset.name: item.dataset.digest for item in found.inputs.dataset_inputs}
+    assert set(digests) == {"train", "dev", "test"} and digests["dev"] == digests["test"] != digests["train"]
+    assert "system/cpu_utilization_percentage" in found.data.metrics
+
+    port = _free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny-embedder@champion", "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "-w", "1"]
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        # The scoring server runs `uvicorn` by name: the environment's own, as in an activated virtualenv.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "PATH": path}
+        serving = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert serving.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+        texts = ["a man plays the guitar", "the dog runs in the park"]
+        body = json.dumps({"inputs": texts, "params": {"normalize_embeddings": True, "truncate_dim": 16}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
+        predictions = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+    finally:
+        serving.terminate()
+        serving.wait(timeout=30)
+    expected = EmbeddingModel(str(tmp_path / "served" / "model"), device="cpu").encode(texts, normalize_embeddings=True, truncate_dim=16)
+    np.testing.assert_allclose(np.array(predictions), expected, atol=1e-5)
 
 
 class StopServerAt:
