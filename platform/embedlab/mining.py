@@ -101,7 +101,9 @@ def load_model(model_path: str, settings: MiningConfig):
     from embedlab.model import EmbeddingModel
 
     try:
-        return EmbeddingModel(model_path, device="cuda" if settings.use_gpu and torch.cuda.is_available() else "cpu")
+        # In process: a GPU where there is one (EmbeddingModel's default). With workers the actors embed,
+        # and the driver's copy only answers prompts and sizes: it stays off the GPUs they need.
+        return EmbeddingModel(model_path, device="cpu" if settings.workers else None)
     except EmbedlabError:
         raise
     except Exception as error:  # a broken folder fails in transformers or safetensors, with long messages
@@ -230,7 +232,7 @@ def embed_with_ray(model_path: str, texts: list[str], prompt: str | None, settin
 
 
 # --- the search ---------------------------------------------------------------------------------------
-def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, query_chunk: int = QUERY_CHUNK, corpus_chunk: int = CORPUS_CHUNK, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, query_chunk: int = QUERY_CHUNK, corpus_chunk: int = CORPUS_CHUNK, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The `k` highest dot products of each query with the corpus, best first: (scores, corpus indices),
     each [queries, k]; padded with -inf / -1 where the corpus has fewer than `k` rows.
 
@@ -323,8 +325,7 @@ def mine(
     corpus_embeddings = embed(corpus, corpus_prompt, "corpus")
     query_embeddings = embed(queries, query_prompt, "anchor")
     k = range_max + max_positives  # room for the positives, which are masked out below
-    device = "cuda" if settings.use_gpu and torch.cuda.is_available() else "cpu"
-    scores, indices = top_k(query_embeddings, corpus_embeddings, k, device=device)
+    scores, indices = top_k(query_embeddings, corpus_embeddings, k, device=model.device)
 
     pair_query = np.repeat(np.arange(len(queries)), [len(ids) for ids in positive_ids])
     pair_positive = np.concatenate([np.asarray(ids) for ids in positive_ids])
