@@ -305,3 +305,21 @@ def test_embedlab_mine_needs_a_positive_column(tmp_path, tiny_model_path, capsys
     code = cli.main(["mine", str(REPO / "experiments/data/trec/test.jsonl"), "--model", str(tiny_model_path), "--output", str(tmp_path / "o.jsonl")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no positive column" in err and len(err.splitlines()) == 1
+
+
+def test_texts_are_encoded_in_blocks_and_the_result_is_the_same(pairs, settings, tmp_path, monkeypatch):
+    from embedlab import mining
+
+    whole = mine(pairs, settings(num_negatives=2))
+    sizes = []
+    original = EmbeddingModel.encode
+
+    def spy(self, sentences, *args, **kwargs):
+        sizes.append(len(sentences))
+        return original(self, sentences, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingModel, "encode", spy)
+    monkeypatch.setattr(mining, "ENCODE_BLOCK", 16)
+    blocked = mine(pairs, MiningConfig(model=settings().model, cache_folder=str(tmp_path / "other-cache"), num_negatives=2))
+    assert max(sizes) == 16 and sum(sizes) == whole.summary["encoded_texts"]
+    assert blocked.dataset.to_dict() == whole.dataset.to_dict()
