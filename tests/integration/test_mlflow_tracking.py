@@ -149,10 +149,12 @@ def test_a_sweep_makes_a_parent_run_with_one_nested_run_per_trial(server, tmp_pa
     assert all({item.dataset.name for item in run.inputs.dataset_inputs} == {"train", "dev", "test"} for run in runs)
 
     # The MLflow UI, rendered in headless Chromium: the training view, the trials compared with their metric and
-    # artifacts, the champion version, a run's dataset inputs (screenshots are build outputs under tmp_path).
+    # artifacts, the champion version, a run's dataset inputs. The screenshots stay as build outputs in
+    # bench/results/ (git ignores it), to look at after CI.
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed: the UI screenshot check needs it (apt-get install chromium)")
-    screenshot = tmp_path / "compare.png"
+    screenshot = REPO / "bench" / "results" / "mlflow_ui_test" / "compare.png"
+    screenshot.unlink(missing_ok=True)  # this run's, not an earlier one's
     command = [sys.executable, "bench/mlflow_ui_screenshot.py", "sweep", "--tracking-uri", server.uri, "--output", str(screenshot), "--model", "sweep-best", "--smoke-test"]
     shot = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert shot.returncode == 0, shot.stdout + shot.stderr[-2000:]
