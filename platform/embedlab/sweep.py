@@ -458,6 +458,7 @@ def open_sweep_run(sweep: Sweep):
         search = {f"search.{name}": value for name, value in tracking.flatten(dataclasses.asdict(sweep.search)).items()}
         parent.log_params({**search, "searched_losses": ", ".join(sweep.losses), "model_name": sweep.config.model.name, "data_format": sweep.format_key})
         parent.log_inputs(tracking.data_inputs(sweep.config))
+        tracking.log_config_now(parent, sweep.output_dir / "sweep.yaml")
     parent.system_metrics = sweep.config.tracking.system_metrics
     parent.start_system_metrics()  # the whole machine while the trials run
     return parent

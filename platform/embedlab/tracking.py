@@ -632,7 +632,18 @@ def start_run(config: Config, loss, format_key: str, primary_metric: str | None,
     if not tracker.reused:  # MLflow refuses a param logged twice with another value; the run key holds the data's digest
         tracker.log_params(run_params(config, loss, format_key))
         tracker.log_inputs(data_inputs(config))
+        log_config_now(tracker, output_dir / "config.yaml")
     return tracker
+
+
+def log_config_now(tracker: Tracker, path: Path) -> None:
+    """The run's redacted config as an artifact from its start: a run stopped or failed before its end has
+    one too, and MLflow 3.17's compare page fails its Artifacts section ("Something went wrong with this
+    section") when one of the compared runs has no artifact at all (README: Tracking in MLflow)."""
+    with tempfile.TemporaryDirectory(prefix="embedlab-redacted-") as scratch:
+        copy = _redacted_copy(path, Path(scratch), _redact_yaml)
+        if copy is not None:
+            tracker.log_artifact(copy)
 
 
 def finish_run(tracker: Tracker | None, output_dir: Path, test_metrics: dict, step: int) -> None:

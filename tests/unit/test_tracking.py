@@ -281,6 +281,8 @@ def test_a_run_that_raises_is_failed_in_mlflow_not_left_running(tmp_path, tiny_m
     client = MlflowClient(local_store(tmp_path / "out"))
     (found,) = client.search_runs([client.get_experiment_by_name("boom").experiment_id])
     assert found.info.status == "FAILED" and found.data.tags[tracking.ERROR_TAG] == "RuntimeError: out of memory at step 2"
+    # Its config was logged when it started: MLflow's compare page fails beside a run without artifacts.
+    assert [item.path for item in client.list_artifacts(found.info.run_id)] == ["config.yaml"]
 
 
 def test_redaction_keeps_column_names_booleans_and_hosts():
