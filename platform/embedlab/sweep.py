@@ -512,6 +512,7 @@ def record_trial_runs(parent, sweep: Sweep, rows: list[dict]) -> None:
                     continue  # tracking off in the trial, or its records went to a fallback store
                 run_tags = {tracking.KEY_TAG: f"{prefix}{row['trial_id']}", "mlflow.parentRunId": parent.run_id, "sweep": sweep.name}
                 runs = [client.create_run(experiment_id, tags=run_tags, run_name=f"{row['loss']}-{row['trial_id']}")]
+                tracking.log_error_file(client, runs[0].info.run_id, row.get("error_file"))
             for run in runs:
                 for name, value in tags.items():
                     client.set_tag(run.info.run_id, name, value)

@@ -706,6 +706,16 @@ def fail_run(tracker: Tracker | None, error: BaseException) -> None:
         warn(f"could not mark the MLflow run {tracker.run_id} as failed: {first_line(problem)}")
 
 
+def log_error_file(client, run_id: str, path: str | None) -> None:
+    """For a trial that failed before it opened its run: Tune's error.txt, redacted, as that run's artifact
+    (its traceback in the UI, and an artifact for MLflow's compare page, see log_config_now)."""
+    if path and Path(path).is_file():
+        with tempfile.TemporaryDirectory(prefix="embedlab-redacted-") as scratch:
+            copy = _redacted_copy(Path(path), Path(scratch), redact_text)
+            if copy is not None:
+                client.log_artifact(run_id, str(copy))
+
+
 def _redacted_copy(source: Path, folder: Path, redactor) -> Path | None:
     """`folder/<source's name>` holding the redacted text of `source`; None (with a warning) if that cannot be made."""
     if not source.is_file():

@@ -6,6 +6,7 @@ import http.server
 import json
 import random
 import threading
+from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
@@ -187,3 +188,15 @@ def test_the_pyfunc_model_takes_a_prompt_name_and_checks_its_input(tmp_path, tin
     with pytest.raises(Exception, match="truncate_dim must be within 1..32"):
         loaded.predict(TEXTS, params={"truncate_dim": 64})
     assert not list((tmp_path / "model").rglob("*.pkl")) and (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_a_trial_that_failed_before_its_run_gets_its_redacted_error_file(tmp_path):
+    store = local_store(tmp_path)
+    client = MlflowClient(store)
+    run = client.create_run(client.create_experiment("sweep"))
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback (most recent call last):\nConnectionError: https://alice:s3cret@data.example.com/train.csv\n")
+    tracking.log_error_file(client, run.info.run_id, str(error))
+    tracking.log_error_file(client, run.info.run_id, str(tmp_path / "missing.txt"))  # nothing to log, no error
+    logged = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path / "downloaded"))).read_text()
+    assert "https://***@data.example.com/train.csv" in logged and "s3cret" not in logged
