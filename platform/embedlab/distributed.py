@@ -237,11 +237,13 @@ def check_ranks_agree(module: torch.nn.Module) -> None:
     if not is_distributed():
         return
     checksum = torch.stack([parameter.detach().double().sum() for parameter in module.parameters()]).sum().to(_collective_device())
-    low, high = checksum.clone(), checksum.clone()
+    # Compared as bit patterns: equal weights give equal bits, NaN ones (a diverged run) included.
+    low, high = checksum.view(torch.int64).clone(), checksum.view(torch.int64).clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     if low.item() != high.item():
-        raise RuntimeError(f"workers ended with different weights (parameter checksums {low.item()!r} .. {high.item()!r}): the run is not data-parallel")
+        values = [bits.view(torch.float64).item() for bits in (low, high)]
+        raise RuntimeError(f"workers ended with different weights (parameter checksums {values[0]!r} .. {values[1]!r}): the run is not data-parallel")
 
 
 def average_gradients(module: torch.nn.Module) -> None:

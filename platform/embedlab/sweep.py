@@ -25,6 +25,7 @@ import inspect
 import json
 import math
 import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -388,6 +389,11 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             # The trial only drives a TorchTrainer whose workers hold the CPUs; Tune needs some resource in a
             # trial's bundle, so it reserves a token 1 MiB of memory and no CPU.
             trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 2**20})
+            # Tune lets a trial it stops end by itself for up to 10 minutes, and a TorchTrainer trains on
+            # meanwhile, holding its workers: the next trial could not start. Killing the trial's process
+            # after a few seconds ends its TorchTrainer (owned by it) and frees the workers; the sweep
+            # itself closes a stopped trial's MLflow run, so the trial has nothing left to clean up.
+            os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
         else:
             trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": int(search.use_gpu)})
         storage = str(sweep.output_dir)

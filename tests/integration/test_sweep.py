@@ -127,3 +127,21 @@ def test_a_sweep_killed_mid_run_resumes_with_every_trial_done_once(tmp_path, swe
     assert len(trials) == 3 and len({row["trial_id"] for row in trials}) == 3
     assert sorted(path.name for path in trials_dir.iterdir()) == sorted(row["trial_id"] for row in trials)
     assert finished_first[0].stat().st_mtime == first_mtime  # the finished trial was not run again
+
+
+def test_a_trial_of_two_workers_that_asha_stops_releases_its_workers_for_the_next(tmp_path, sweep_file):
+    """Each trial drives a TorchTrainer of 2 workers x 1 CPU: the whole 2-CPU cluster. ASHA stops the
+    diverged second trial at its first rung; the third trial can only start once the stopped trial's
+    placement group and workers are released, and it trains to the end."""
+    points = [
+        {"loss": "CoSENTLoss", "training.learning_rate": 1e-4},
+        {"loss": "CoSENTLoss", "training.learning_rate": 1e6},  # NaN from its first evaluation: stopped
+        {"loss": "CoSENTLoss", "training.learning_rate": 2e-4},
+    ]
+    config = sweep_file(3, scheduler="asha", grace_period=1, reduction_factor=2, max_concurrent=1, points_to_evaluate=points, workers_per_trial=2)
+    process = _sweep(config, "training.max_steps=4")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    first, diverged, third = (next(row for row in _trials(tmp_path) if float(row["training.learning_rate"]) == point["training.learning_rate"]) for point in points)
+    assert first["status"] == "ok" and diverged["status"] == "stopped" and int(diverged["step"]) < 4
+    assert third["status"] == "ok" and third["step"] == "4"

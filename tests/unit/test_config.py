@@ -116,7 +116,7 @@ def test_a_number_for_a_string_key_asks_for_quotes(tmp_path):
         ("tracking=of", "config key 'tracking.mode' must be one of required, optional, off, got 'of' (did you mean 'off'?)"),
         ("model.pooling=mena", "config key 'model.pooling' must be one of mean, cls, max,"),
         ("data.train.format=pair_scores", "(did you mean 'pair_score'?)"),
-        ("data.train.convert={to: triplet}", "config key 'data.train.convert.to' must be one of triplets, anchor_positive_pairs, got 'triplet'"),
+        ("data.train.convert={to: triplet}", "config key 'data.train.convert.to' must be one of triplets, n_tuples, anchor_positive_pairs, got 'triplet'"),
         ("search={scheduler: hyperband}", "config key 'search.scheduler' must be one of fifo, asha, got 'hyperband'"),
         ("search={mode: maximize}", "config key 'search.mode' must be one of max, min, got 'maximize' (did you mean 'max'?)"),
         ("search={modifiers: [Matryoshka]}", "config key 'search.modifiers.0.name' must be one of MatryoshkaLoss,"),

@@ -195,7 +195,20 @@ def _check_helpers(rank: int) -> dict:
         "weight_from_argument": distributed.shard_weight(rows, 4),
         "weight_from_collective": distributed.shard_weight(rows),
         "choice": distributed.same_on_every_rank([rank + 5, rank + 7]),
+        "ranks_agree": {name: _ranks_agree_error(values) for name, values in [("equal", [1.0, 2.0]), ("nan", [float("nan"), 2.0]), ("differ", [1.0, 2.0 + rank])]},
     }
+
+
+def _ranks_agree_error(weights: list[float]) -> str | None:
+    """`check_ranks_agree` on a module holding `weights`: None when it passes, else its error."""
+    module = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor([weights]))
+    try:
+        distributed.check_ranks_agree(module)
+    except RuntimeError as error:
+        return str(error)
+    return None
 
 
 def _worker(rank: int, world_size: int, port: int, model_path: str, guide_path: str, result_dir: str) -> None:
@@ -315,6 +328,9 @@ def test_the_collectives_on_uneven_sizes(two_workers):
         torch.testing.assert_close(got["grad"], summed[got["offset"] : got["offset"] + [3, 1][rank]], rtol=0, atol=0)
         assert got["weight_from_argument"] == got["weight_from_collective"] == [3, 1][rank] * 2 / 4
         assert got["choice"] == [5, 7]  # rank 0's
+        # Equal weights agree, NaN ones too (a diverged run is not a broken one); different ones do not.
+        assert got["ranks_agree"]["equal"] is None and got["ranks_agree"]["nan"] is None
+        assert "workers ended with different weights (parameter checksums 3.0 .. 4.0)" in got["ranks_agree"]["differ"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

@@ -133,7 +133,7 @@ def test_identity_leaves_out_only_what_cannot_change_the_result(tmp_path, tiny_m
     same = ["output_dir=elsewhere", "tracking=off", "training.show_progress_bar=true", "training.save_steps=1", "training.resume=false"]
     for override in same:
         assert fingerprint(identity(override)) == fingerprint(base), override
-    for override in ["training.seed=1", "training.batch_size=4", "training.mixed_precision=no", "training.sampler=random", "model.pooling=cls", "training.warmup_ratio=0.2"]:
+    for override in ["training.seed=1", "training.batch_size=4", "training.mixed_precision=no", "training.sampler=random", "model.pooling=cls", "training.warmup_ratio=0.2", "distributed.workers=2"]:
         changed = identity(override)
         assert fingerprint(changed) != fingerprint(base), override
     assert base["loss.resolved.scale"] == 20.0  # the loss's defaults count, not only what the config wrote
