@@ -322,7 +322,12 @@ def mine(
             ids.append(corpus_index[positive])
 
     embed = Embedder(model, model_path, settings)
-    corpus_embeddings = embed(corpus, corpus_prompt, "corpus")
+    # A separate corpus file and the positives it lacks are cached apart: another slice of the pairs (a
+    # data limit, a smoke test) reuses the file's embeddings. Together they are `corpus`, in its order.
+    own = list(dict.fromkeys(corpus_texts)) if settings.corpus else []
+    extra = corpus[len(own) :]
+    parts = [embed(part, corpus_prompt, what) for part, what in ((own, "corpus"), (extra, "positive" if own else "corpus")) if part]
+    corpus_embeddings = parts[0] if len(parts) == 1 else np.concatenate(parts)
     query_embeddings = embed(queries, query_prompt, "anchor")
     k = range_max + max_positives  # room for the positives, which are masked out below
     scores, indices = top_k(query_embeddings, corpus_embeddings, k, device=model.device)

@@ -323,3 +323,14 @@ def test_texts_are_encoded_in_blocks_and_the_result_is_the_same(pairs, settings,
     blocked = mine(pairs, MiningConfig(model=settings().model, cache_folder=str(tmp_path / "other-cache"), num_negatives=2))
     assert max(sizes) == 16 and sum(sizes) == whole.summary["encoded_texts"]
     assert blocked.dataset.to_dict() == whole.dataset.to_dict()
+
+
+def test_a_corpus_file_is_cached_apart_from_the_positives(pairs, settings, tmp_path, count_encodes):
+    rng = random.Random(6)
+    passages = [sentence(rng) for _ in range(50)]
+    (tmp_path / "corpus.txt").write_text("\n".join(passages) + "\n")
+    mine(pairs.select(range(10)), settings(num_negatives=2, corpus=str(tmp_path / "corpus.txt")))
+    before = count_encodes["texts"]
+    # More pairs (a data limit raised, a smoke test's slice grown): only their new texts are encoded.
+    result = mine(pairs, settings(num_negatives=2, corpus=str(tmp_path / "corpus.txt")))
+    assert count_encodes["texts"] - before == result.summary["encoded_texts"] == (result.summary["corpus"] - len(passages)) + result.summary["anchors"]
