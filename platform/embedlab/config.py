@@ -169,6 +169,9 @@ class ModelConfig:
     max_seq_length: int | None = None  # default: the model's own
     pooling: Literal["mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"] | None = None  # replace the model's pooling
     trust_remote_code: bool = False  # running code shipped with a model is opt-in
+    # false: pooling leaves prompt tokens out (sentence-transformers' Pooling include_prompt), in training and
+    # in the saved model; None: the model's own setting (true unless its Pooling config says otherwise)
+    include_prompt: bool | None = None
 
 
 @dataclass
@@ -185,6 +188,15 @@ class LossConfig:
 
 
 @dataclass
+class MixtureConfig:
+    """`training.mixture` as a mapping: each batch's data set drawn with these weights (name -> weight), or
+    with probability proportional to size^(1/temperature) (1: by size, large: uniform)."""
+
+    weights: dict[str, float] | None = None
+    temperature: float | None = None
+
+
+@dataclass
 class TrainingConfig:
     epochs: int = 1
     max_steps: int | None = None  # overrides epochs when set
@@ -197,12 +209,26 @@ class TrainingConfig:
     # auto: what the loss asks for (no_duplicates for in-batch negatives), else random
     sampler: Literal["auto", "random", "no_duplicates", "group_by_label"] = "auto"
     drop_last: bool = False
+    # Several data sets (data.train as a mapping): which one each batch comes from (embedlab.data.MixtureSampler).
+    # proportional, as sentence-transformers: every batch of every data set once per epoch, in a random order.
+    mixture: Literal["proportional", "round_robin"] | MixtureConfig = "proportional"
     eval_steps: int | None = None  # evaluate every N steps; always at the end
     save_steps: int | None = 500  # checkpoint every N steps, to resume an interrupted run
     save_total_limit: int = 2  # checkpoints kept; older ones are deleted
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on a GPU that has it, off on CPU
     resume: bool = True  # continue from the output folder's last checkpoint if there is one
     show_progress_bar: bool = True
+    # Text put before each input text, in sentence-transformers' shapes: one string for every column,
+    # {column: prompt}, {data set: prompt} or {data set: {column: prompt}}; saved in the model's `prompts`
+    # (see embedlab.prompts for how a mapping is read and which prompt names the model gets).
+    # Its type is str | dict[str, str | dict[str, str]] | None, checked by embedlab.prompts.check_prompts:
+    # typed Any here so that its one-line errors (which say what shape each key takes) are the ones shown.
+    prompts: typing.Any = None
+
+    def __post_init__(self):
+        from embedlab.prompts import check_prompts  # the shape rules live with the other prompt rules
+
+        check_prompts(self.prompts)
 
 
 @dataclass
@@ -276,14 +302,17 @@ class SearchConfig:
 
 @dataclass
 class DataConfig:
-    train: DataSource
+    train: DataSource | dict[str, DataSource]  # one data source, or several by name (a mixture)
+
+
+SINGLE_DATA_SET = "train"  # the name of the one data set of a run that is not a mixture
 
 
 @dataclass
 class Config:
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossConfig | dict[str, LossConfig] = field(default_factory=LossConfig)  # one for all data sets, or one per data set
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluators: list[EvaluatorConfig] = field(default_factory=list)  # run every eval_steps and at the end
     test_evaluators: list[EvaluatorConfig] = field(default_factory=list)  # run before and after training
@@ -299,8 +328,27 @@ class Config:
     def from_dict(cls, raw: dict) -> "Config":
         return _build(cls, raw, "")
 
+    @property
+    def is_mixture(self) -> bool:
+        return isinstance(self.data.train, dict)
+
+    def train_sources(self) -> dict[str, DataSource]:
+        """The training data sets by name; a single data source is named "train"."""
+        return dict(self.data.train) if self.is_mixture else {SINGLE_DATA_SET: self.data.train}
+
+    def loss_for(self, name: str) -> LossConfig:
+        """The loss of a data set: its own in a loss mapping, else the one loss of every data set."""
+        return self.loss[name] if isinstance(self.loss, dict) else self.loss
+
+    def loss_names(self) -> str:
+        """The losses for messages and tags: `CoSENTLoss`, or `stsb: CoSENTLoss, nli: MultipleNegativesRankingLoss`."""
+        if not isinstance(self.loss, dict):
+            return self.loss.name
+        return ", ".join(f"{name}: {loss.name}" for name, loss in self.loss.items())
+
 
 SHORTHANDS = {DataSource: "path", LossSearchConfig: "name", LossModifierConfig: "name", TrackingConfig: "mode"}  # a bare string fills this key
+DEFINING_KEYS = {DataSource: "path", LossConfig: "name"}  # a mapping with this key is that section, not a mapping of names
 
 
 def _shown(raw) -> str:
@@ -315,7 +363,12 @@ def _shaped_like(option, raw) -> bool:
     if isinstance(raw, list):
         return typing.get_origin(option) is list
     if isinstance(raw, dict):
-        return dataclasses.is_dataclass(option) or option is dict or typing.get_origin(option) is dict
+        # A section when its keys are its fields or include its defining key, else a mapping of names:
+        # `train: {path: a.csv}` is one data source (so is `{path: a.csv, limt: 5}`, a typo to report),
+        # `train: {stsb: ..., nli: ...}` two.
+        if dataclasses.is_dataclass(option):
+            return set(raw) <= {f.name for f in dataclasses.fields(option)} or DEFINING_KEYS.get(option) in raw
+        return option is dict or typing.get_origin(option) is dict
     return False
 
 
@@ -351,6 +404,9 @@ def _build(cls, raw, where: str):
         if raw is None:
             return None
         options = [option for option in typing.get_args(cls) if option is not type(None)]
+        # Only the options the value is shaped for; a section before a mapping of names.
+        shaped = [option for option in options if _shaped_like(option, raw)]
+        options = [option for option in shaped if dataclasses.is_dataclass(option)] or shaped or options
         errors = []
         for option in options:  # the first type that fits, e.g. a class label that is str or int
             try:
@@ -378,7 +434,10 @@ def _build(cls, raw, where: str):
     if cls is dict or origin is dict:
         if not isinstance(raw, dict):
             raise EmbedlabError(f"config key '{where}' must be a mapping")
-        return dict(raw)
+        value_type = typing.get_args(cls)[1] if typing.get_args(cls) else None
+        if value_type is None or value_type is typing.Any:
+            return dict(raw)
+        return {key: _build(value_type, value, f"{where}.{key}") for key, value in raw.items()}
     if cls is bool and not isinstance(raw, bool):
         why = " (YAML 1.2: yes, no, on and off are text)" if str(raw).lower() in ("yes", "no", "on", "off", "y", "n") else ""
         raise EmbedlabError(f"config key '{where}' must be true or false, got {_shown(raw)}{why}")
@@ -466,7 +525,8 @@ def smoke_test_config(config: Config) -> Config:
     config.training.save_steps = 2
     # 64 rows can shrink to a dozen in a conversion (SICK pairs -> triplets); 8 still batches them.
     config.training.batch_size = min(config.training.batch_size, SMOKE_TEST_BATCH_SIZE)
-    config.data.train.limit = min(config.data.train.limit or 10**9, 64)
+    for source in config.train_sources().values():
+        source.limit = min(source.limit or 10**9, 64)
     for evaluator in config.evaluators + config.test_evaluators:
         evaluator.data.limit = min(evaluator.data.limit or 10**9, 64)
     config.output_dir = str(Path(config.output_dir).with_name(Path(config.output_dir).name + "-smoke"))

@@ -187,19 +187,32 @@ def load_with_format(source: DataSource, where: str | None = None) -> tuple[data
 
 
 class Collator:
-    """Turns rows into (one tokenized batch per input column, label tensor), as losses expect."""
+    """Turns rows into (one tokenized batch per input column, label tensor), as losses expect.
 
-    def __init__(self, tokenize, detected: DetectedFormat, dataset: datasets.Dataset):
+    `prompts` (column -> prompt, from embedlab.prompts.resolve_prompts) puts a column's prompt before each
+    of its texts, as `EmbeddingModel.encode(prompt=...)` does, and gives that column's batch a
+    `prompt_length` (the prompt's tokens, without the [SEP] the prompt alone tokenizes to) so pooling
+    with include_prompt false leaves them out. It is one value per row, so that it moves to a device, slices
+    into mini-batches (cached losses) and joins other columns' rows like the other tensors.
+    """
+
+    def __init__(self, tokenize, detected: DetectedFormat, dataset: datasets.Dataset, prompts: dict[str, str] | None = None):
         self.tokenize = tokenize
         self.input_columns = detected.input_columns
         self.label_column = detected.label_column
+        unknown = [column for column in prompts or {} if column not in self.input_columns]
+        if unknown:
+            raise EmbedlabError(f"prompts for {', '.join(unknown)}: not input columns of this data ({', '.join(self.input_columns)})")
+        self.prompts = {column: prompt for column, prompt in (prompts or {}).items() if prompt}
+        # Counted once, as encode counts them: [CLS] prompt [SEP], less the [SEP].
+        self.prompt_lengths = {column: tokenize([prompt])["input_ids"].shape[-1] - 1 for column, prompt in self.prompts.items()}
         self.class_ids = None
         if detected.label_kind == CLASS and isinstance(dataset[0][self.label_column], str):
             # Class names become ids in sorted order, so the mapping is the same on every run.
             self.class_ids = {name: index for index, name in enumerate(sorted(set(dataset[self.label_column])))}
 
     def __call__(self, rows: dict[str, list]) -> tuple[list[dict[str, Tensor]], Tensor | None]:
-        features = [self.tokenize(rows[column]) for column in self.input_columns]
+        features = [self._tokenize_column(column, rows[column]) for column in self.input_columns]
         if self.label_column is None:
             return features, None
         labels = rows[self.label_column]
@@ -209,6 +222,14 @@ class Collator:
         if labels.is_floating_point():
             labels = labels.float()
         return features, labels
+
+    def _tokenize_column(self, column: str, texts: list[str]) -> dict[str, Tensor]:
+        prompt = self.prompts.get(column)
+        if prompt is None:
+            return self.tokenize(texts)
+        features = self.tokenize([prompt + text for text in texts])
+        features["prompt_length"] = torch.full((len(texts),), self.prompt_lengths[column], dtype=torch.long)
+        return features
 
 
 class RandomBatchSampler:
@@ -306,3 +327,83 @@ class GroupByLabelBatchSampler(RandomBatchSampler):
 
 
 SAMPLERS = {"random": RandomBatchSampler, "no_duplicates": NoDuplicatesBatchSampler, "group_by_label": GroupByLabelBatchSampler}
+
+
+class MixtureSampler:
+    """Global batches from several data sets, each batch from one data set (so in-batch negatives stay
+    within it), each data set batched by its own sampler (the one its loss needs). `batches(epoch)` is a
+    list of (data set name, row indices), a function of (seed, epoch) only, so a resumed run continues
+    the same stream. What an epoch is, per `training.mixture`:
+
+    - proportional (as sentence-transformers): every batch of every data set once, in a seeded random
+      order of data sets, so each data set's share of the steps is its share of the batches.
+    - round_robin (as sentence-transformers): the data sets take turns in config order; the epoch ends
+      when one runs out of batches, so each data set gets as many batches as the smallest has.
+    - weights / temperature: each step's data set is drawn with probability weight / sum of weights
+      (temperature T: weight = rows^(1/T); T = 1 is by size, a large T nearly uniform); an epoch has as
+      many steps as a proportional one. A data set drawn more often than it has batches goes on into
+      its next pass (its sampler's next epoch), so a small data set with a large weight is repeated,
+      never exhausted, and one drawn less carries its unused batches over to the next epoch.
+    """
+
+    def __init__(self, samplers: dict, mixture, sizes: dict[str, int], seed: int):
+        self.samplers = samplers
+        self.names = list(samplers)
+        self.seed = seed
+        self.mode = mixture if isinstance(mixture, str) else "weights"
+        if self.mode == "weights":
+            if mixture.weights is not None:
+                raw = [float(mixture.weights[name]) for name in self.names]
+            else:
+                raw = [sizes[name] ** (1.0 / mixture.temperature) for name in self.names]
+            self.probabilities = torch.tensor(raw, dtype=torch.float64) / sum(raw)
+        self._consumed = [dict.fromkeys(self.names, 0)]  # per epoch: each data set's batches used before it
+
+    def batches(self, epoch: int) -> list[tuple[str, list[int]]]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        if self.mode == "round_robin":
+            own = {name: self.samplers[name].batches(epoch) for name in self.names}
+            turns = min(len(batches) for batches in own.values())
+            return [(name, own[name][turn]) for turn in range(turns) for name in self.names]
+        if self.mode == "proportional":
+            own = {name: self.samplers[name].batches(epoch) for name in self.names}
+            order = [name for name in self.names for _ in own[name]]
+            order = [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
+            taken = dict.fromkeys(self.names, 0)
+            stream = []
+            for name in order:
+                stream.append((name, own[name][taken[name]]))
+                taken[name] += 1
+            return stream
+        order = self._draws(epoch)
+        start = self._start(epoch)
+        taken = {name: self._stream(name, start[name], order.count(name)) for name in self.names}
+        return [(name, next(taken[name])) for name in order]
+
+    def _draws(self, epoch: int) -> list[str]:
+        steps = sum(len(self.samplers[name].batches(epoch)) for name in self.names)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return [self.names[i] for i in torch.multinomial(self.probabilities, steps, replacement=True, generator=generator).tolist()]
+
+    def _start(self, epoch: int) -> dict[str, int]:
+        """How many of each data set's batches the epochs before `epoch` used (weights mode)."""
+        while len(self._consumed) <= epoch:
+            previous, draws = self._consumed[-1], self._draws(len(self._consumed) - 1)
+            self._consumed.append({name: previous[name] + draws.count(name) for name in self.names})
+        return self._consumed[epoch]
+
+    def _stream(self, name: str, start: int, count: int):
+        """Batches start .. start + count of a data set's endless stream: its sampler's epochs 0, 1, 2, ..."""
+        sampler, epoch = self.samplers[name], 0
+        while count > 0:
+            batches = sampler.batches(epoch)
+            if not batches:
+                raise EmbedlabError(f"data set '{name}' gives no batch: use a smaller batch size")
+            if start < len(batches):
+                chunk = batches[start : start + count]
+                yield from chunk
+                count -= len(chunk)
+                start = 0
+            else:
+                start -= len(batches)
+            epoch += 1

@@ -131,6 +131,15 @@ LEGACY_POOLING_KEYS = {
 POOLING_MODES = tuple(LEGACY_POOLING_KEYS.values())
 
 
+def prompt_length_of(features: dict) -> int | None:
+    """The prompt's token count in a tokenized batch, or None. `encode` gives an int; the training collator
+    a tensor with one (equal) value per row, so that it moves, slices and concatenates with the rows."""
+    value = features.get("prompt_length")
+    if isinstance(value, Tensor):
+        return int(value.reshape(-1)[0]) if value.numel() else None
+    return None if value is None else int(value)
+
+
 class Pooling(nn.Module):
     """Turns token embeddings into one `sentence_embedding`; several modes are concatenated."""
 
@@ -161,8 +170,9 @@ class Pooling(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         tokens = features["token_embeddings"]
         mask = features["attention_mask"].clone()
-        if not self.include_prompt and "prompt_length" in features:
-            mask[:, : int(features["prompt_length"])] = 0
+        prompt_length = None if self.include_prompt else prompt_length_of(features)
+        if prompt_length:
+            mask[:, :prompt_length] = 0
         mask_3d = mask.unsqueeze(-1).to(tokens.dtype)
         pooled = []
         for mode in self.modes:
@@ -330,6 +340,15 @@ class EmbeddingModel(nn.Sequential):
         index = next(index for index, module in enumerate(self) if isinstance(module, Pooling))
         self[index] = Pooling(self[index].embedding_dimension, mode, self[index].include_prompt)
 
+    def set_include_prompt(self, include_prompt: bool) -> None:
+        """Whether pooling counts a prompt's tokens (sentence-transformers' Pooling `include_prompt`); saved
+        with the model. False: the embedding pools only the text's own tokens, though they still attend to the prompt."""
+        pooling = [module for module in self if isinstance(module, Pooling)]
+        if not pooling:
+            raise EmbedlabError("the model has no pooling module, so include_prompt cannot be set")
+        for module in pooling:
+            module.include_prompt = include_prompt
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -363,13 +382,22 @@ class EmbeddingModel(nn.Sequential):
         """
         first, *candidates = features_list
         embeddings = [self(dict(first))["sentence_embedding"]]  # a copy: forward adds keys to its input
-        keys = set(first)
-        if len(candidates) < 2 or any(set(features) != keys for features in candidates):
+        keys = set(candidates[0]) if candidates else set()
+        # Columns with different prompt lengths (each column its own prompt) cannot share a pooling pass.
+        if (
+            len(candidates) < 2
+            or any(set(features) != keys for features in candidates)
+            or len({prompt_length_of(features) for features in candidates}) > 1
+        ):
             return embeddings + [self(dict(features))["sentence_embedding"] for features in candidates]
         width = max(features["input_ids"].shape[1] for features in candidates)
         pad_id = self.transformer.tokenizer.pad_token_id or 0
         merged = {}
         for key in keys:
+            if key == "prompt_length":  # one value for the batch: the candidates' agree; per-row tensors join
+                value = candidates[0][key]
+                merged[key] = torch.cat([features[key] for features in candidates]) if isinstance(value, Tensor) and value.dim() == 1 else value
+                continue
             padding_value = pad_id if key == "input_ids" else 0
             merged[key] = torch.cat(
                 [F.pad(features[key], (0, width - features[key].shape[1]), value=padding_value) for features in candidates]
