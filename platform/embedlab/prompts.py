@@ -63,7 +63,7 @@ def _names(names) -> str:
     return ", ".join(names) if names else "none"
 
 
-def resolve_prompts(prompts, part_names: list[str], input_columns: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+def resolve_prompts(prompts: Prompts | None, part_names: list[str], input_columns: dict[str, list[str]]) -> dict[str, dict[str, str]]:
     """For each data set (part) of the run, its input columns' prompts: {part: {column: prompt}}.
 
     `part_names` are the run's data-set names (a single-data-set run has one part, e.g. "train");
@@ -122,7 +122,7 @@ def resolve_prompts(prompts, part_names: list[str], input_columns: dict[str, lis
     return {part: {column: prompt for column, prompt in columns.items() if prompt} for part, columns in resolved.items()}
 
 
-def saved_prompts(prompts, resolved: dict[str, dict[str, str]]) -> tuple[dict[str, str], str | None]:
+def saved_prompts(prompts: Prompts | None, resolved: dict[str, dict[str, str]]) -> tuple[dict[str, str], str | None]:
     """The `prompts` and `default_prompt_name` a model trained with `prompts` keeps (config_sentence_transformers.json).
 
     `resolved` is what `resolve_prompts` returned for the same prompts (its keys are the data-set names,
@@ -155,7 +155,7 @@ def saved_prompts(prompts, resolved: dict[str, dict[str, str]]) -> tuple[dict[st
     return {name: prompt for name, prompt in saved.items() if prompt}, None
 
 
-def store_prompts(model, prompts, resolved: dict[str, dict[str, str]]) -> None:
+def store_prompts(model, prompts: Prompts | None, resolved: dict[str, dict[str, str]]) -> None:
     """Puts the trained prompts in `model` (an EmbeddingModel) before `model.save`: they are added to the
     model's own prompts (replacing any of the same name), and `default_prompt_name` becomes the trained one
     (None unless one string was every column's prompt), since a base model's default prompt was not part
