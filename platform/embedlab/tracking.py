@@ -377,7 +377,7 @@ def run_params(config: Config, loss, format_key: str) -> dict:
 
 
 def run_tags(config: Config, format_key: str, primary_metric: str | None, sweep: str | None = None) -> dict:
-    tags = {"data_format": format_key, "loss": config.loss.name}
+    tags = {"data_format": format_key, "loss": config.loss_names()}
     if primary_metric:
         tags[PRIMARY_METRIC_TAG] = primary_metric
     if sweep:
@@ -392,7 +392,7 @@ def data_inputs(config: Config) -> list:
 
     from embedlab.data import load_data
 
-    sources = [("train", None, config.data.train)]
+    sources = [("train", name if config.is_mixture else None, source) for name, source in config.train_sources().items()]
     sources += [("eval", entry.name, entry.data) for entry in config.evaluators] + [("test", entry.name, entry.data) for entry in config.test_evaluators]
     inputs, seen = [], set()
     for context, name, source in sources:
@@ -469,7 +469,7 @@ def register_run(client, run_id: str, name: str) -> str:
         if metric in run.data.metrics:
             tags |= {"metric": metric, metric: run.data.metrics[metric]}
         link = f"{redact(client.tracking_uri)}/#/experiments/{run.info.experiment_id}/runs/{run_id}" if client.tracking_uri.startswith("http") else None
-        tags = {key: _tag_value(key, value) for key, value in tags.items() if value is not None}
+        tags = {key: _tag_value(key, value) for key, value in {**tags, "run_link": link}.items() if value is not None}
         version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=tags, run_link=link)
     client.set_registered_model_alias(name, CHAMPION, version.version)
     print(f"Registered model '{name}' version {version.version} (alias {CHAMPION}): models:/{name}@{CHAMPION}")

@@ -170,7 +170,7 @@ def test_the_champion_is_served_by_mlflow_models_serve(server, tmp_path, tiny_mo
     (found,) = client.search_runs([client.get_experiment_by_name("served").experiment_id])
     version = client.get_model_version_by_alias("tiny-embedder", "champion")
     assert version.run_id == found.info.run_id and version.tags["loss"] == "CoSENTLoss" and version.tags["data_format"] == "pair_score"
-    assert version.run_link == f"{server.uri}/#/experiments/{found.info.experiment_id}/runs/{found.info.run_id}"
+    assert version.run_link == version.tags["run_link"] == f"{server.uri}/#/experiments/{found.info.experiment_id}/runs/{found.info.run_id}"
     digests = {item.dataset.name: item.dataset.digest for item in found.inputs.dataset_inputs}
     assert set(digests) == {"train", "dev", "test"} and digests["dev"] == digests["test"] != digests["train"]
     assert "system/cpu_utilization_percentage" in found.data.metrics
