@@ -362,6 +362,8 @@ def _shaped_like(option, raw) -> bool:
     """Whether a union's option is the one a value of this shape was meant for: a list, or a section."""
     if isinstance(raw, list):
         return typing.get_origin(option) is list
+    if isinstance(raw, str):  # a name: meant for a closed set of names (`mixture: random` is a misspelt choice)
+        return typing.get_origin(option) is Literal
     if isinstance(raw, dict):
         # A section when its keys are its fields or include its defining key, else a mapping of names:
         # `train: {path: a.csv}` is one data source (so is `{path: a.csv, limt: 5}`, a typo to report),

@@ -50,7 +50,7 @@ def run_identity(config: Config, loss) -> dict:
     # Credentials cannot change a result, and the identity is written to files: it holds them masked.
     identity = {key: _plain(value) for key, value in flatten(redact_config(config.to_dict())).items() if not _excluded(key)}
     identity["distributed.workers"] = config.distributed.workers or 1  # in-process is one worker
-    sources = {"data.train": config.data.train}
+    sources = {f"data.train.{name}" if config.is_mixture else "data.train": source for name, source in config.train_sources().items()}
     for section in ("evaluators", "test_evaluators"):
         for index, entry in enumerate(getattr(config, section)):
             sources[f"{section}.{index}.data"] = entry.data
@@ -58,7 +58,7 @@ def run_identity(config: Config, loss) -> dict:
         del identity[f"{where}.path"]  # the content decides, not where the file lies
         identity[f"{where}.fingerprint"] = data_fingerprint(source)
     identity["model.fingerprint"] = model_fingerprint(config.model.name)
-    inner = getattr(loss, "loss", None) if config.loss.modifiers else None  # a modifier's wrapped loss
+    inner = getattr(loss, "loss", None) if not config.is_mixture and config.loss.modifiers else None  # a modifier's wrapped loss
     for prefix, module in (("loss.resolved", loss), ("loss.resolved.inner", inner)):
         if module is not None and hasattr(module, "get_config_dict"):
             identity.update({f"{prefix}.{key}": _plain(value) for key, value in redact_config(module.get_config_dict()).items()})

@@ -1,27 +1,45 @@
 """The model card (README.md) saved with every trained model: data, loss with its citation,
 hyperparameters and evaluation results, in the sections the Hugging Face hub shows."""
 
+import dataclasses
 import json
 from pathlib import Path
 
-from embedlab.config import Config
+from embedlab.config import SINGLE_DATA_SET, Config
 from embedlab.tracking import redact_text
 
 # The card shows how to load the model with sentence-transformers; embedlab itself never imports it.
 USAGE_IMPORT = "from " + "sentence_transformers import SentenceTransformer"
 
 
-def write_model_card(model_dir: Path, config: Config, loss, describe_data: str, results: dict) -> Path:
-    """results: {"before": test metrics, "after": test metrics, "final": dev metrics}."""
-    loss_name = type(loss).__name__
-    inner = getattr(loss, "loss", None)  # a modifier's inner loss
-    citations = [getattr(item, "citation", "") for item in (loss, inner) if item is not None]
-    citations = [text.strip() for text in citations if isinstance(text, str) and text.strip()]
+def write_model_card(model_dir: Path, config: Config, loss, detected, results: dict) -> Path:
+    """`detected`: the data's format, or a mixture's by data set name; results: {"before": test metrics,
+    "after": test metrics, "final": dev metrics}."""
+    parts = loss.items() if config.is_mixture else [(SINGLE_DATA_SET, loss)]
+    losses = [item for _, part in parts for item in (part, getattr(part, "loss", None)) if item is not None]  # with modifiers' inner losses
+    citations = dict.fromkeys(text.strip() for text in (getattr(item, "citation", "") for item in losses) if isinstance(text, str) and text.strip())
+    loss_names = list(dict.fromkeys(type(part).__name__ for _, part in parts))
+    loss_name = ", ".join(loss_names)
     rows = [f"| {name} | {value:.4f} |" for name, value in results.get("final", {}).items() if isinstance(value, float)]
     test_rows = [
         f"| {name} | {results['before'].get(name, float('nan')):.4f} | {value:.4f} |" for name, value in results.get("after", {}).items()
     ]
-    config_dict = getattr(loss, "get_config_dict", dict)()
+    formats = detected if config.is_mixture else {SINGLE_DATA_SET: detected}
+    data_rows = []
+    loss_rows = []
+    for name, part in parts:
+        spec = config.loss_for(name)
+        modifiers = f" (modifiers: {', '.join(m.name for m in spec.modifiers)})" if spec.modifiers else ""
+        source = config.train_sources()[name]
+        data_rows.append(f"| {name} | `{source.path}` | {formats[name].num_rows} | {formats[name].describe()} | {type(part).__name__}{modifiers} |")
+        loss_rows.append(f"- {name}: `{type(part).__name__}` with `{json.dumps(getattr(part, 'get_config_dict', dict)())}`{modifiers}")
+    mixture = config.training.mixture if isinstance(config.training.mixture, str) else dataclasses.asdict(config.training.mixture)
+    data_section = "| data set | source | rows | format | loss |\n|---|---|---|---|---|\n" + "\n".join(data_rows)
+    if config.is_mixture:
+        data_section += f"\n\nMixture: `{json.dumps(mixture)}` (each batch from one data set; embedlab.data.MixtureSampler)."
+    if config.training.prompts:
+        data_section += f"\n\nPrompts: `{json.dumps(config.training.prompts)}`"
+    loss_section = "\n".join(loss_rows)
     training = json.dumps(config.to_dict()["training"], indent=2)
     text = f"""---
 library_name: sentence-transformers
@@ -36,11 +54,11 @@ A sentence-transformers model fine-tuned from `{config.model.name}` with embedla
 
 ## Data
 
-`{config.data.train.path}`: {describe_data}
+{data_section}
 
 ## Loss
 
-`{loss_name}` with `{json.dumps(config_dict)}`{f" (modifiers: {', '.join(m.name for m in config.loss.modifiers)})" if config.loss.modifiers else ""}
+{loss_section}
 
 ## Hyperparameters
 

@@ -28,7 +28,7 @@ import torch.distributed
 from datasets.table import InMemoryTable
 
 from embedlab import run, tracking
-from embedlab.config import Config, DistributedConfig
+from embedlab.config import SINGLE_DATA_SET, Config, DistributedConfig
 from embedlab.errors import EmbedlabError
 from embedlab.formats import DetectedFormat
 from embedlab.identity import last_fingerprint, start_over
@@ -67,7 +67,7 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
         for name in {ray_run_name, *([run_name_in_storage(config.output_dir, previous)] if previous else [])}:
             delete_run(storage_path, name)
         start_over(Path(config.output_dir))
-    loss_line = f"{config.loss.name} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
+    loss_line = f"{config.loss_names()} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
     tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     with run.failing_run(tracker):
         shipment = ray.put(pack_shipment(prepared))
@@ -276,27 +276,33 @@ def _first_line(error: BaseException) -> str:
 # --- what the driver sends: a run's inputs through Ray's object store, so no worker reads its disk ----
 @dataclass
 class Shipment:
-    """What a worker needs from the driver: the loaded (and converted) training data, its format, the
-    evaluators with their data, the model and a loss's guide model as saved files, and the source of a
-    user's own loss module. A worker on any node reads none of the driver's paths."""
+    """What a worker needs from the driver: the loaded (and converted) training data and its format (by
+    data set name), the evaluators with their data, the model and any guide model as saved files, and
+    the source of a user's own loss module. A worker on any node reads none of the driver's paths."""
 
-    data: pa.Table
-    features: datasets.Features
-    detected: DetectedFormat
+    data: dict[str, pa.Table]
+    features: dict[str, datasets.Features]
+    detected: DetectedFormat | dict[str, DetectedFormat]
     evaluators: list
-    models: dict[str, dict[str, bytes]]  # "model" / "guide": file path in the folder -> bytes
+    models: dict[str, dict[str, bytes]]  # "model" / "guide/<data set>": file path in the folder -> bytes
     user_code: dict[str, bytes]  # file path below an import folder -> bytes
 
 
 def pack_shipment(prepared: run.Prepared) -> Shipment:
+    config = prepared.config
     models = {}
-    if not prepared.config.model.trust_remote_code:  # remote code is not in a saved copy: workers load it by name
+    if not config.model.trust_remote_code:  # remote code is not in a saved copy: workers load it by name
         models["model"] = saved_files(prepared.model)
-    guide = next((module.guide for module in prepared.loss.modules() if isinstance(getattr(module, "guide", None), EmbeddingModel)), None)
-    if guide is not None:
-        models["guide"] = saved_files(guide)
-    table = prepared.dataset.with_format("arrow")[:]  # the rows in order (a selection or limit applied)
-    return Shipment(table, prepared.dataset.features, prepared.detected, prepared.evaluators, models, user_code_files(prepared.config.loss.name))
+    parts = dict(prepared.loss.items()) if config.is_mixture else {SINGLE_DATA_SET: prepared.loss}
+    for name, loss in parts.items():
+        guide = next((module.guide for module in loss.modules() if isinstance(getattr(module, "guide", None), EmbeddingModel)), None)
+        if guide is not None and "guide" in config.loss_for(name).params:
+            models[f"guide/{name}"] = saved_files(guide)
+    rows = prepared.dataset if config.is_mixture else {SINGLE_DATA_SET: prepared.dataset}
+    data = {name: part.with_format("arrow")[:] for name, part in rows.items()}  # the rows in order (a selection or limit applied)
+    features = {name: part.features for name, part in rows.items()}
+    user_code = {path: content for name in parts for path, content in user_code_files(config.loss_for(name).name).items()}
+    return Shipment(data, features, prepared.detected, prepared.evaluators, models, user_code)
 
 
 def saved_files(model: EmbeddingModel) -> dict[str, bytes]:
@@ -331,11 +337,16 @@ def unpack_shipment(shipment: Shipment, config: Config, workdir: Path) -> run.Lo
             (workdir / name / relative).write_bytes(content)
     if "model" in shipment.models:
         config.model.name = str(workdir / "model")
-    if "guide" in shipment.models:
-        config.loss.params["guide"] = str(workdir / "guide")
+    for key in shipment.models:
+        if key.startswith("guide/"):  # a guide shared by every data set's loss is the same object: set once each
+            config.loss_for(key.removeprefix("guide/")).params["guide"] = str(workdir / key)
     if shipment.user_code:
         sys.path.insert(0, str(workdir / "user_code"))  # ahead of anything of the same name on this node
-    dataset = datasets.Dataset(InMemoryTable(shipment.data), info=datasets.DatasetInfo(features=shipment.features))
+    rows = {
+        name: datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=shipment.features[name]))
+        for name, table in shipment.data.items()
+    }
+    dataset = rows if config.is_mixture else rows[SINGLE_DATA_SET]
     return run.Loaded(dataset, shipment.detected, shipment.evaluators, test_evaluators=[])
 
 
@@ -395,6 +406,7 @@ def _worker_trainer(loop_config: dict, rank: int, world_size: int, workdir: Path
         rank=rank,
         world_size=world_size,
         identity=prepared.identity,
+        prompts=prepared.prompts,
     )
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:

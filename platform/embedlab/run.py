@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedlab import tracking
-from embedlab.config import Config, dump_yaml
+from embedlab.config import SINGLE_DATA_SET, Config, MixtureConfig, dump_yaml
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.evaluation import build_evaluator
@@ -19,23 +19,33 @@ from embedlab.identity import check_output_folder, fingerprint, run_identity, st
 from embedlab.losses import build_loss, check_format, get_loss_class
 from embedlab.model import EmbeddingModel, resolve_model_path
 from embedlab.model_card import write_model_card
-from embedlab.trainer import Trainer, make_sampler, set_seed
+from embedlab.prompts import resolve_prompts, store_prompts
+from embedlab.trainer import LossMixture, Trainer, make_sampler, set_seed
 
 
 @dataclass
 class Loaded:
     """What a run reads from its data files: the training data, its format and the evaluators. A Ray
-    worker receives it from the driver (through Ray's object store) instead of reading any file."""
+    worker receives it from the driver (through Ray's object store) instead of reading any file.
+    A mixture's `dataset` and `detected` are mappings by data set name."""
 
     dataset: object
-    detected: DetectedFormat
+    detected: DetectedFormat | dict[str, DetectedFormat]
     evaluators: list
     test_evaluators: list
 
 
 def load_inputs(config: Config) -> Loaded:
-    dataset, detected = load_with_format(config.data.train, where="data.train")
-    check_format(get_loss_class(config.loss.name), detected)
+    check_mixture(config)
+    datasets, formats = {}, {}
+    for name, source in config.train_sources().items():
+        where = f"data.train.{name}" if config.is_mixture else "data.train"
+        datasets[name], formats[name] = load_with_format(source, where=where)
+        try:
+            check_format(get_loss_class(config.loss_for(name).name), formats[name])
+        except EmbedlabError as error:
+            raise EmbedlabError(f"data set '{name}': {error}" if config.is_mixture else str(error)) from None
+    dataset, detected = (datasets, formats) if config.is_mixture else (datasets[SINGLE_DATA_SET], formats[SINGLE_DATA_SET])
     resolve_model_path(config.model.name)  # a wrong path fails before slower work
     evaluators = [build_evaluator(entry, where=f"evaluators.{index}") for index, entry in enumerate(config.evaluators)]
     test_evaluators = [build_evaluator(entry, where=f"test_evaluators.{index}") for index, entry in enumerate(config.test_evaluators)]
@@ -47,10 +57,11 @@ class Prepared:
     config: Config
     dataset: object
     detected: DetectedFormat
-    loss: object
+    loss: object  # a mixture's: a LossMixture of each data set's loss
     evaluators: list
     test_evaluators: list
     identity: dict  # what the run's result depends on (embedlab.identity)
+    prompts: dict  # data set -> column -> prompt (embedlab.prompts.resolve_prompts)
 
     @property
     def fingerprint(self) -> str:
@@ -72,14 +83,68 @@ def prepare(config: Config, device: str | None = None, identity: dict | None = N
         model.max_seq_length = config.model.max_seq_length
     if config.model.pooling:
         model.set_pooling(config.model.pooling)
+    if config.model.include_prompt is not None:
+        model.set_include_prompt(config.model.include_prompt)
+    formats = detected if config.is_mixture else {SINGLE_DATA_SET: detected}
+    prompts = resolve_prompts(config.training.prompts, list(formats), {name: part.input_columns for name, part in formats.items()})
+    store_prompts(model, config.training.prompts, prompts)  # the trained model encodes with them by name
     set_seed(config.training.seed)  # loss heads (e.g. a classifier) start the same on every run
-    loss = build_loss(config.loss.name, model, config.loss.params, detected, config.loss.modifiers).to(model.device)
+    if config.is_mixture:
+        loss = LossMixture({name: _build_loss(config, name, model, detected[name]) for name in detected}).to(model.device)
+    else:
+        loss = _build_loss(config, SINGLE_DATA_SET, model, detected).to(model.device)
     check_training(config, dataset, detected, loss)
     if identity is None:
         identity = run_identity(config, loss)
         if config.training.resume:  # resume off starts over in the folder, whatever was there
             check_output_folder(Path(config.output_dir), identity)
-    return Prepared(config, dataset, detected, loss, loaded.evaluators, loaded.test_evaluators, identity)
+    return Prepared(config, dataset, detected, loss, loaded.evaluators, loaded.test_evaluators, identity, prompts)
+
+
+def _build_loss(config: Config, name: str, model, detected):
+    spec = config.loss_for(name)
+    return build_loss(spec.name, model, spec.params, detected, spec.modifiers)
+
+
+def check_mixture(config: Config) -> None:
+    """A loss mapping and mixture weights name the data sets of data.train, and only those."""
+    names = list(config.train_sources())
+    mixture = config.training.mixture
+    if not config.is_mixture:
+        if isinstance(config.loss, dict):
+            raise EmbedlabError(f"loss is a mapping of data set names ({', '.join(config.loss)}), but data.train is one data source: give one loss, or data.train as a mapping of those names")
+        if isinstance(mixture, MixtureConfig):
+            raise EmbedlabError("training.mixture weights or temperature need several data sets: give data.train as a mapping of names to data sources")
+        return
+    if isinstance(config.loss, dict):
+        unknown, missing = [key for key in config.loss if key not in names], [name for name in names if name not in config.loss]
+        if unknown or missing:
+            what = f"names data set(s) {', '.join(unknown)} that data.train does not have" if unknown else f"has no loss for data set(s) {', '.join(missing)}"
+            raise EmbedlabError(f"the loss mapping {what}: data.train's data sets are {', '.join(names)}")
+    if isinstance(mixture, MixtureConfig):
+        if (mixture.weights is None) == (mixture.temperature is None):
+            raise EmbedlabError("training.mixture takes either weights: {data set: weight, ...} or temperature: T, not both or neither")
+        if mixture.temperature is not None and not mixture.temperature > 0:
+            raise EmbedlabError(f"training.mixture.temperature must be > 0, got {mixture.temperature}")
+        if mixture.weights is not None:
+            if sorted(mixture.weights) != sorted(names):
+                raise EmbedlabError(f"training.mixture.weights names {', '.join(mixture.weights)}: give a weight to each of data.train's data sets, {', '.join(names)}")
+            if any(not weight >= 0 for weight in mixture.weights.values()) or not sum(mixture.weights.values()) > 0:
+                raise EmbedlabError(f"training.mixture.weights must be >= 0 with a positive sum, got {mixture.weights}")
+
+
+def describe_data(config: Config, detected) -> str:
+    """One line per run: the format and rows, of each data set in a mixture."""
+    if not config.is_mixture:
+        return f"{detected.describe()}, {detected.num_rows} rows"
+    return "; ".join(f"{name}: {part.describe()}, {part.num_rows} rows" for name, part in detected.items())
+
+
+def format_key(config: Config, detected) -> str:
+    """The data format's key; a mixture's, e.g. `mixture(pair_score, anchor_positive_pairs)`."""
+    if not config.is_mixture:
+        return detected.format.key
+    return f"mixture({', '.join(part.format.key for part in detected.values())})"
 
 
 def check_training(config: Config, dataset, detected, loss) -> None:
@@ -95,12 +160,14 @@ def check_training(config: Config, dataset, detected, loss) -> None:
             f"training.learning_rate must be > 0 (got {args.learning_rate}), warmup_ratio within [0, 1] (got {args.warmup_ratio}), "
             f"max_grad_norm >= 0 (got {args.max_grad_norm}; 0 turns clipping off)"
         )
-    if args.batch_size * workers > len(dataset):
-        per_worker = f" x {workers} workers = {args.batch_size * workers}" if workers > 1 else ""
-        raise EmbedlabError(
-            f"training.batch_size {args.batch_size}{per_worker} is larger than the data ({len(dataset)} rows): "
-            f"use a batch of at most {len(dataset) // workers}{' per worker' if workers > 1 else ''}"
-        )
+    for name, rows in (dataset.items() if config.is_mixture else [(None, dataset)]):
+        if args.batch_size * workers > len(rows):
+            per_worker = f" x {workers} workers = {args.batch_size * workers}" if workers > 1 else ""
+            which = f"data set '{name}'" if name else "the data"
+            raise EmbedlabError(
+                f"training.batch_size {args.batch_size}{per_worker} is larger than {which} ({len(rows)} rows): "
+                f"use a batch of at most {len(rows) // workers}{' per worker' if workers > 1 else ''}"
+            )
     make_sampler(args, loss, dataset, detected, workers)  # the sampler's constructor checks its own needs
 
 
@@ -129,7 +196,7 @@ def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracki
     uri = tracking.resolve_uri(config, tracking_parent)  # an unreachable server stops us here
     if not config.training.resume:
         start_over(Path(config.output_dir))
-    loss_line = f"{config.loss.name} {getattr(prepared.loss, 'get_config_dict', dict)()}"
+    loss_line = f"{config.loss_names()} {getattr(prepared.loss, 'get_config_dict', dict)()}"
     tracker, before = open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     if tracker is not None:
         callbacks = [tracking.TrackingCallback(tracker), *callbacks]  # recorded before Tune may stop the trial
@@ -143,6 +210,7 @@ def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracki
             evaluators=prepared.evaluators,
             callbacks=callbacks,
             identity=prepared.identity,
+            prompts=prepared.prompts,
         )
         final = trainer.train()
         return close_run(prepared, prepared.model, tracker, before, final, trainer.global_step)
@@ -167,12 +235,12 @@ def open_run(prepared: Prepared, uri: str | None, loss_line: str, evaluate_befor
     output_dir.mkdir(parents=True, exist_ok=True)
     write_run_file(output_dir, prepared.identity)
     (output_dir / "config.yaml").write_text(dump_yaml(tracking.redact_config(config.to_dict())))
-    print(f"Data: {prepared.detected.describe()}, {prepared.detected.num_rows} rows")
+    print(f"Data: {describe_data(config, prepared.detected)}")
     print(f"Loss: {loss_line}")
     primary = prepared.evaluators[0].primary_metric if prepared.evaluators else None
     # The fingerprint in the key: a changed config is a new MLflow run, never more metrics in the old one.
     key = f"{run_key or output_dir.resolve()}@{prepared.fingerprint}"
-    tracker = tracking.start_run(config, prepared.loss, prepared.detected.format.key, primary, uri, tracking_parent, run_name, key)
+    tracker = tracking.start_run(config, prepared.loss, format_key(config, prepared.detected), primary, uri, tracking_parent, run_name, key)
     with failing_run(tracker):
         before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
     if tracker is not None:
@@ -186,6 +254,6 @@ def close_run(prepared: Prepared, trained: EmbeddingModel, tracker: tracking.Tra
     output_dir = Path(config.output_dir)
     after = evaluate_all(prepared.test_evaluators, trained, output_dir / "eval", steps=step)
     results = {"before": before, "after": after, "final": final, "step": step, "output_dir": str(output_dir)}
-    write_model_card(output_dir / "model", config, prepared.loss, prepared.detected.describe(), results)
+    write_model_card(output_dir / "model", config, prepared.loss, prepared.detected, results)
     tracking.finish_run(tracker, output_dir, after, step)
     return results

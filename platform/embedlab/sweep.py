@@ -79,6 +79,11 @@ def prepare_sweep(config: Config) -> Sweep:
         raise EmbedlabError(f"search.num_samples must be at least 1, got {search.num_samples}")
     if search.max_concurrent < 1 or search.workers_per_trial < 1:
         raise EmbedlabError("search.max_concurrent and search.workers_per_trial must be at least 1")
+    if config.is_mixture:
+        raise EmbedlabError(
+            "a sweep over a mixture of data sets (data.train as a mapping) is not supported yet: sweep each data set, "
+            "or compare mixture settings with `embedlab train` runs and `embedlab compare`"
+        )
     _, detected = load_with_format(config.data.train)
     losses = _resolve_losses(search, detected)
     # The model and evaluators load here once too, with the first candidate loss, so their errors come now.

@@ -16,15 +16,16 @@ import math
 import random
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
-from embedlab.config import TrainingConfig
-from embedlab.data import SAMPLERS, Collator
+from embedlab.config import SINGLE_DATA_SET, TrainingConfig
+from embedlab.data import SAMPLERS, Collator, MixtureSampler
 from embedlab.distributed import average_gradients, check_ranks_agree, mean_over_ranks, shard_of, shard_weight
 from embedlab.errors import EmbedlabError
 from embedlab.identity import MAX_KEYS_SHOWN, changed_keys, fingerprint
@@ -49,12 +50,32 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int = 1):
-    """The sampler of global batches: `batch_size` rows for each of the `world_size` workers."""
+def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int = 1, seed: int | None = None):
+    """The sampler of global batches: `batch_size` rows for each of the `world_size` workers. For a
+    mixture (`loss`, `dataset`, `detected` mappings by data set name), a MixtureSampler over each data
+    set's own sampler, seeded apart (the seed plus a number of its name) so their shuffles differ."""
+    if isinstance(dataset, dict):
+        samplers = {
+            name: make_sampler(args, loss[name], dataset[name], detected[name], world_size, seed=args.seed + zlib.crc32(name.encode()))
+            for name in dataset
+        }
+        return MixtureSampler(samplers, args.mixture, {name: len(rows) for name, rows in dataset.items()}, args.seed)
     name = getattr(loss, "batch_sampler", "random") if args.sampler == "auto" else args.sampler
     if name not in SAMPLERS:  # the config's value is checked by its schema; a user's loss class names its own
         raise EmbedlabError(f"{type(loss).__name__}.batch_sampler is '{name}': a loss may ask for {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](dataset, detected, args.batch_size * world_size, args.seed, args.drop_last)
+    return SAMPLERS[name](dataset, detected, args.batch_size * world_size, args.seed if seed is None else seed, args.drop_last)
+
+
+class LossMixture(torch.nn.ModuleDict):
+    """The losses of a mixture's data sets, by name, around one shared model: what the optimizer steps,
+    checkpoints hold and workers average (the shared model's parameters once)."""
+
+    @property
+    def model(self):
+        return next(iter(self.values())).model
+
+    def get_config_dict(self) -> dict:
+        return {name: getattr(loss, "get_config_dict", dict)() for name, loss in self.items()}
 
 
 def make_optimizer(loss, args: TrainingConfig) -> torch.optim.Optimizer:
@@ -109,13 +130,17 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 class Interval:
-    """Training loss and throughput between two evaluations."""
+    """Training loss and throughput between two evaluations; for a mixture also each data set's loss."""
 
-    def __init__(self):
+    def __init__(self, names: list[str]):
         self.loss_sum, self.steps, self.samples, self.seconds = 0.0, 0, 0, 0.0
+        self.by_name = {name: [0.0, 0] for name in names} if len(names) > 1 else {}
 
-    def add(self, loss: float, samples: int, seconds: float) -> None:
+    def add(self, name: str, loss: float, samples: int, seconds: float) -> None:
         self.loss_sum, self.steps, self.samples, self.seconds = self.loss_sum + loss, self.steps + 1, self.samples + samples, self.seconds + seconds
+        if name in self.by_name:
+            self.by_name[name][0] += loss
+            self.by_name[name][1] += 1
 
     @property
     def mean_loss(self) -> float:
@@ -124,11 +149,16 @@ class Interval:
     def metrics(self) -> dict[str, float]:
         if not self.steps:  # e.g. a resumed run that had already finished
             return {}
-        return {"loss": self.mean_loss, "train_samples_per_second": self.samples / self.seconds}
+        # A data set not drawn since the last evaluation has no loss to report (NaN would read as diverged).
+        by_name = {f"train_loss/{name}": total / steps for name, (total, steps) in self.by_name.items() if steps}
+        return {"loss": self.mean_loss, **by_name, "train_samples_per_second": self.samples / self.seconds}
 
 
 class Trainer:
     """Trains `loss.model` with `loss` on `dataset`; see the module docstring.
+
+    `loss`, `dataset` and `detected` are one each, or mappings by data set name for a mixture of data
+    sets (each batch from one data set, with that data set's loss; see embedlab.data.MixtureSampler).
 
     Callbacks are objects with any of `on_step_end(trainer, step, loss_value)`,
     `on_evaluate(trainer, step, metrics)`, `on_checkpoint(trainer, step, path)` and
@@ -147,10 +177,14 @@ class Trainer:
         rank: int = 0,
         world_size: int = 1,
         identity: dict | None = None,
+        prompts: dict[str, dict[str, str]] | None = None,
     ):
-        self.loss = loss
-        self.model = loss.model
-        self.dataset = dataset
+        mixture = isinstance(dataset, dict)
+        self.losses = loss if mixture else {SINGLE_DATA_SET: loss}
+        self.datasets = dataset if mixture else {SINGLE_DATA_SET: dataset}
+        formats = detected if mixture else {SINGLE_DATA_SET: detected}
+        self.loss = LossMixture(loss) if mixture else loss
+        self.model = self.loss.model
         self.args = args
         self.output_dir = Path(output_dir)
         self.rank, self.world_size = rank, world_size
@@ -161,12 +195,14 @@ class Trainer:
         self.is_main = rank == 0
         self.evaluators = list(evaluators) if self.is_main else []
         self.callbacks = list(callbacks)
-        self.collate = Collator(self.model.tokenize, detected, dataset)
+        prompts = prompts or {}  # data set -> column -> prompt
+        self.collates = {name: Collator(self.model.tokenize, formats[name], rows, prompts.get(name)) for name, rows in self.datasets.items()}
         self.sampler = make_sampler(args, loss, dataset, detected, world_size)
         # No-duplicates batching can give a different number of batches per epoch: count them all.
         self.total_steps = args.max_steps or sum(len(self.worker_batches(epoch)) for epoch in range(args.epochs))
         if self.total_steps == 0:
-            raise EmbedlabError(f"no training steps: {len(dataset)} rows give fewer batches than the {world_size} workers")
+            rows = sum(len(rows) for rows in self.datasets.values())
+            raise EmbedlabError(f"no training steps: {rows} rows give fewer batches than the {world_size} workers")
         self.optimizer = make_optimizer(loss, args)
         self.autocast_dtype = autocast_dtype(args.mixed_precision, self.model.device)
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
@@ -177,15 +213,19 @@ class Trainer:
         self.history: list[dict] = []
         self.train_seconds = 0.0  # in training steps only: no evaluation, checkpoints or start-up
 
-    def worker_batches(self, epoch: int) -> list[tuple[list[int], int]]:
-        """This worker's shard of each global batch of an epoch, with the global batch's size. A global
-        batch is split into `world_size` contiguous shards whose sizes differ by at most one, so every
-        worker count sees the same stream; a last batch with fewer rows than workers is left out (no
-        worker may have nothing to embed while the others gather)."""
+    def worker_batches(self, epoch: int) -> list[tuple[str, list[int], int]]:
+        """This worker's shard of each global batch of an epoch, with its data set's name and the global
+        batch's size. A global batch is split into `world_size` contiguous shards whose sizes differ by
+        at most one, so every worker count sees the same stream (and every worker the same data set at
+        each step); a last batch with fewer rows than workers is left out (no worker may have nothing
+        to embed while the others gather)."""
+        batches = self.sampler.batches(epoch)
+        if not isinstance(self.sampler, MixtureSampler):
+            batches = [(SINGLE_DATA_SET, batch) for batch in batches]
         shards = []
-        for batch in self.sampler.batches(epoch):
+        for name, batch in batches:
             if len(batch) >= self.world_size:
-                shards.append((shard_of(batch, self.rank, self.world_size), len(batch)))
+                shards.append((name, shard_of(batch, self.rank, self.world_size), len(batch)))
         return shards
 
     # --- the loop -------------------------------------------------------------------------------
@@ -201,18 +241,18 @@ class Trainer:
         self.loss.train()
         show_progress = self.args.show_progress_bar and self.is_main
         progress = tqdm(total=self.total_steps, initial=self.global_step, desc="Training", disable=not show_progress)
-        interval = Interval()
+        interval = Interval(list(self.losses))
         while self.global_step < self.total_steps:
             batches = self.worker_batches(self.epoch)
             if not batches:  # max_steps with an epoch too small for every worker: never loop forever
                 raise EmbedlabError(f"epoch {self.epoch} gives no batch to each of the {self.world_size} workers: use a smaller batch size or fewer workers")
-            for indices, global_rows in batches[self.batch_in_epoch :]:
+            for name, indices, global_rows in batches[self.batch_in_epoch :]:
                 step_start = time.perf_counter()
-                features, labels = self.collate(self.dataset[indices])
+                features, labels = self.collates[name](self.datasets[name][indices])
                 features = [{key: value.to(device) for key, value in batch.items()} for batch in features]
                 labels = labels.to(device) if labels is not None else None
                 with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                    loss_value = self.loss(features, labels)
+                    loss_value = self.losses[name](features, labels)
                 # Each worker's loss is a mean over its shard: weighted by the shard's share of the global
                 # batch, the averaged gradients are those of the mean over the whole global batch.
                 loss_value = loss_value * shard_weight(len(indices), global_rows)
@@ -228,7 +268,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.global_step += 1
                 self.batch_in_epoch += 1
-                interval.add(loss_value.item(), global_rows, time.perf_counter() - step_start)
+                interval.add(name, loss_value.item(), global_rows, time.perf_counter() - step_start)
                 self.train_seconds += time.perf_counter() - step_start
                 progress.update(1)
                 progress.set_postfix(loss=f"{interval.mean_loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
@@ -238,7 +278,7 @@ class Trainer:
                 finished = self.global_step >= self.total_steps
                 if self.args.eval_steps and self.global_step % self.args.eval_steps == 0 and not finished:
                     self.evaluate(extra=self._over_ranks(interval.metrics()))
-                    interval = Interval()
+                    interval = Interval(list(self.losses))
                 if self.args.save_steps and self.global_step % self.args.save_steps == 0:
                     self.save_checkpoint()
                 if finished:
@@ -259,8 +299,8 @@ class Trainer:
 
     @staticmethod
     def _over_ranks(metrics: dict[str, float]) -> dict[str, float]:
-        """The training loss as the mean over ranks (each rank's is weighted by its shard): the global batch's."""
-        return {**metrics, "loss": mean_over_ranks(metrics["loss"])} if "loss" in metrics else metrics
+        """Training losses as the mean over ranks (each rank's is weighted by its shard): the global batch's."""
+        return {key: mean_over_ranks(value) if key == "loss" or key.startswith("train_loss/") else value for key, value in metrics.items()}
 
     def evaluate(self, extra: dict | None = None) -> dict[str, float]:
         metrics = dict(extra or {})
@@ -297,8 +337,7 @@ class Trainer:
         return final
 
     def _save_training_state(self, folder: Path) -> None:
-        weights = {name: tensor.detach().contiguous().clone() for name, tensor in self.loss.state_dict().items()}
-        save_file(weights, folder / "weights.safetensors")
+        save_model(self.loss, str(folder / "weights.safetensors"), force_contiguous=True)  # a mixture's shared model: its tensors once
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "grad_scaler": self.scaler.state_dict()}, folder / "training_state.pt")
         state = {
             "fingerprint": self.fingerprint,
@@ -335,7 +374,7 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = self.check_checkpoint(path)
-        self.loss.load_state_dict(load_file(path / "weights.safetensors", device=str(self.model.device)))
+        load_model(self.loss, str(path / "weights.safetensors"), device=str(self.model.device))
         training_state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(training_state["optimizer"])
         self.scheduler.load_state_dict(training_state["scheduler"])

@@ -212,3 +212,46 @@ def test_workers_read_nothing_from_the_drivers_disk(ray_cluster, tmp_path, tiny_
     results = train_on_ray(prepared)
     assert results["step"] == 2 and "dev_spearman_cosine" in results["final"]
     assert (tmp_path / "run" / "model" / "modules.json").exists()
+
+
+def test_a_mixture_on_two_workers_equals_one_process(ray_cluster, tmp_path, no_dropout_model):
+    """Two data sets (21 and 19 rows, uneven), each batch from one of them: every worker takes the same data
+    set at each step, so 2 workers (4 rows each, cross-worker negatives) equal one process (8 rows)."""
+    import torch
+    import yaml
+    from safetensors.torch import load_file
+
+    rng = random.Random(2)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": sentence(rng), "positive": sentence(rng)} for _ in range(21)])
+    scores = write_jsonl(tmp_path / "scores.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(19)])
+
+    def train(name, batch_size, workers=None):
+        path = write_config(
+            tmp_path / f"{name}.yaml", no_dropout_model, pairs, tmp_path / name, tracking="off",
+            training={"batch_size": batch_size, "max_steps": 6, "eval_steps": 3, "learning_rate": 1e-3},
+            **({"distributed": {"workers": workers}} if workers else {}),
+        )  # fmt: skip
+        raw = yaml.safe_load(path.read_text())
+        raw["data"]["train"] = {"pairs": str(pairs), "scores": str(scores)}
+        # CosineSimilarityLoss: a mean over pairs, split exactly by shards (CoSENTLoss compares the pairs of a
+        # batch with each other, so its loss on two shards is not its loss on their union).
+        raw["loss"] = {"pairs": {"name": "MultipleNegativesRankingLoss", "params": {"gather_across_devices": True}}, "scores": {"name": "CosineSimilarityLoss"}}
+        path.write_text(yaml.safe_dump(raw))
+        prepared = run.prepare(load_config(path), device="cpu")
+        train_on_ray(prepared) if workers else run.train(prepared)
+        history = json.loads((tmp_path / name / "results.json").read_text())["history"]
+        return load_file(tmp_path / name / "model" / "model.safetensors"), history
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        in_process, in_process_history = train("in_process", 8)
+    finally:
+        torch.set_num_threads(threads)
+    two_workers, two_worker_history = train("two_workers", 4, workers=2)
+    for name, weights in in_process.items():
+        torch.testing.assert_close(two_workers[name], weights, rtol=1e-4, atol=1e-5, msg=name)
+    for ours, reference in zip(two_worker_history, in_process_history, strict=True):
+        losses = [key for key in reference if key == "loss" or key.startswith("train_loss/")]
+        assert {"train_loss/pairs", "train_loss/scores"} & set(losses)
+        assert [ours[key] for key in losses] == pytest.approx([reference[key] for key in losses], rel=1e-4)
