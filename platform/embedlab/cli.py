@@ -166,7 +166,7 @@ def cmd_mine(args) -> None:
         dataset, detected = load_with_format(source)
     except MetadataColumnsError as error:  # name this command's flags, not the config keys
         raise EmbedlabError(error.with_flags()) from None
-    mined = mine_pairs(dataset, detected, conversion, where="")
+    mined = mine_pairs(dataset, detected, conversion, where="").dataset
     write_dataset(mined, args.output)
     print(f"Wrote {len(mined)} rows ({', '.join(mined.column_names)}) to {args.output}")
 

@@ -7,6 +7,7 @@
   mined hard negatives (`mine: {...}`, embedlab.mining)
 """
 
+import dataclasses
 import random
 
 import datasets
@@ -62,7 +63,7 @@ def _anchor_positive_rows(dataset: datasets.Dataset, detected: DetectedFormat, c
     return {"anchor": [dataset[first][i] for i in keep], "positive": [dataset[second][i] for i in keep]}
 
 
-def mine_pairs(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig, where: str = "data.train.convert.mine") -> datasets.Dataset:
+def mine_pairs(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig, where: str = "data.train.convert.mine"):
     """(anchor, positive) pairs (or score pairs at or above `threshold`, or 1/0 pairs labelled 1) mined into
     `conversion.to` (triplets or n_tuples); `where` names the mining settings in errors ("" for flags)."""
     from embedlab.mining import OUTPUT_FORMATS, mine
@@ -91,13 +92,16 @@ def mine_pairs(dataset: datasets.Dataset, detected: DetectedFormat, conversion: 
             raise EmbedlabError(f"converting {source} to anchor-positive pairs for mining left no rows: check the threshold or labels")
         pairs = datasets.Dataset.from_dict(rows)
         print(f"Converted {source} ({len(dataset)} rows) -> anchor_positive_pairs ({len(pairs)} rows) for mining")
-    return mine(pairs, conversion.mine, output_format=wanted, where=where).dataset
+    return mine(pairs, conversion.mine, output_format=wanted, where=where)
 
 
 def convert(dataset: datasets.Dataset, detected: DetectedFormat, conversion: ConversionConfig) -> tuple[datasets.Dataset, DetectedFormat]:
     source = detected.format.key
+    counts = {}
     if conversion.mine is not None:
-        rows = mine_pairs(dataset, detected, conversion).to_dict()
+        mined = mine_pairs(dataset, detected, conversion)
+        rows = mined.dataset.to_dict()
+        counts = {f"mining_{key}": value for key, value in mined.summary.items() if isinstance(value, int | float) and not isinstance(value, bool)}
     elif conversion.to == "triplets" and source == "pair_class":
         rows = _pairs_to_triplets(dataset, detected, conversion)
     elif conversion.to == "anchor_positive_pairs" and source in ("pair_score", "pair_binary"):
@@ -111,6 +115,6 @@ def convert(dataset: datasets.Dataset, detected: DetectedFormat, conversion: Con
     if not next(iter(rows.values())):
         raise EmbedlabError(f"converting {source} to {conversion.to} left no rows: check the threshold, labels or mining settings")
     converted = datasets.Dataset.from_dict(rows)
-    converted_format = detect_format(converted, format_key=conversion.to)
+    converted_format = dataclasses.replace(detect_format(converted, format_key=conversion.to), conversion_counts=counts)
     print(f"Converted {source} ({len(dataset)} rows) -> {conversion.to} ({len(converted)} rows)")
     return converted, converted_format

@@ -7,7 +7,7 @@ a format come from the losses' own declarations (`losses_for`), never from a han
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from embedlab.errors import EmbedlabError
 
@@ -57,6 +57,8 @@ class DetectedFormat:
     label_kind: str
     num_rows: int
     num_classes: int | None = None  # for class labels: ids 0..n-1 (class names count once each)
+    # What the conversion that made this data counted (e.g. mining's anchors with too few negatives): MLflow metrics.
+    conversion_counts: dict = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
         label = f" + {self.label_kind} label '{self.label_column}'" if self.label_column else ""

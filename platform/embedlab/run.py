@@ -147,6 +147,14 @@ def format_key(config: Config, detected) -> str:
     return f"mixture({', '.join(part.format.key for part in detected.values())})"
 
 
+def conversion_counts(config: Config, detected) -> dict:
+    """What the training data's conversions counted (e.g. `mining_anchors_with_too_few_negatives`); a
+    mixture's per data set (`mining_anchors_with_too_few_negatives/<name>`)."""
+    if not config.is_mixture:
+        return dict(detected.conversion_counts)
+    return {f"{key}/{name}": value for name, part in detected.items() for key, value in part.conversion_counts.items()}
+
+
 def check_training(config: Config, dataset, detected, loss) -> None:
     """What would otherwise fail (or never end) once training started: step counts, batch sizes, the sampler."""
     args, workers = config.training, config.distributed.workers or 1
@@ -244,7 +252,7 @@ def open_run(prepared: Prepared, uri: str | None, loss_line: str, evaluate_befor
     with failing_run(tracker):
         before = evaluate_all(prepared.test_evaluators, prepared.model, output_dir / "eval", steps=0) if evaluate_before else {}
     if tracker is not None:
-        tracker.log_metrics(before, step=0)
+        tracker.log_metrics({**before, **conversion_counts(config, prepared.detected)}, step=0)
     return tracker, before
 
 

@@ -127,7 +127,7 @@ def test_every_shipped_config_data_source_loads():
     assert configs
     for path in configs:
         config = load_config(path)
-        for source in [config.data.train] + [entry.data for entry in config.evaluators + config.test_evaluators]:
+        for source in [*config.train_sources().values()] + [entry.data for entry in config.evaluators + config.test_evaluators]:
             source.path = str(REPO / source.path)
             source.limit = 64  # the columns and format, not the size, are under test
             load_with_format(source)

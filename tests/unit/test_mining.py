@@ -334,3 +334,26 @@ def test_a_corpus_file_is_cached_apart_from_the_positives(pairs, settings, tmp_p
     # More pairs (a data limit raised, a smoke test's slice grown): only their new texts are encoded.
     result = mine(pairs, settings(num_negatives=2, corpus=str(tmp_path / "corpus.txt")))
     assert count_encodes["texts"] - before == result.summary["encoded_texts"] == (result.summary["corpus"] - len(passages)) + result.summary["anchors"]
+
+
+def test_a_config_that_mines_records_its_counts_in_mlflow(tmp_path, tiny_model_path, pairs, monkeypatch, capsys):
+    """Anchors with too few candidates are counted in the log and in the run's MLflow metrics (step 0)."""
+    import re
+
+    from mlflow.tracking import MlflowClient
+
+    from embedlab import run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train = write_jsonl(tmp_path / "pairs.jsonl", list(pairs))
+    # Two candidate ranks, two negatives wanted, and a score bound that rules out the closest candidates of some anchors.
+    config = load_config(_mining_config(tmp_path, tiny_model_path, train, range_max=2, num_negatives=2, max_score=0.95), ["training.max_steps=1", "training.save_steps=null"])
+    run.train(run.prepare(config, device="cpu"))
+    out = capsys.readouterr().out
+    found_line = re.search(r"Mining: (\d+) of (\d+) anchors have fewer than 2 negatives", out)
+    assert found_line, out[-3000:]
+    short, anchors = map(int, found_line.groups())
+    assert 0 < short < anchors
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    (found,) = client.search_runs([client.get_experiment_by_name("out").experiment_id])
+    assert found.data.metrics["mining_anchors_with_too_few_negatives"] == short and found.data.metrics["mining_anchors"] == anchors
