@@ -31,7 +31,9 @@ def ray_head(tmp_path):
     token.write_text(secrets.token_hex(32))
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    start = [ray, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard_port}", "--num-cpus=2", "--disable-usage-stats"]
+    # Every port free: Ray's fixed defaults (dashboard agent 52365, ...) may still be held by an earlier cluster.
+    agent_ports = [f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")]
+    start = [ray, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard_port}", *agent_ports, "--num-cpus=2", "--disable-usage-stats"]
     subprocess.run(start, check=True, capture_output=True, env=env, timeout=120)
     try:
         yield ray, f"http://127.0.0.1:{dashboard_port}", env
