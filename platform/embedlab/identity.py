@@ -57,12 +57,27 @@ def run_identity(config: Config, loss) -> dict:
     for where, source in sources.items():
         del identity[f"{where}.path"]  # the content decides, not where the file lies
         identity[f"{where}.fingerprint"] = data_fingerprint(source)
+        if source.convert is not None and source.convert.mine is not None:
+            _mining_identity(identity, f"{where}.convert.mine", source.convert.mine)
     identity["model.fingerprint"] = model_fingerprint(config.model.name)
     inner = getattr(loss, "loss", None) if not config.is_mixture and config.loss.modifiers else None  # a modifier's wrapped loss
     for prefix, module in (("loss.resolved", loss), ("loss.resolved.inner", inner)):
         if module is not None and hasattr(module, "get_config_dict"):
             identity.update({f"{prefix}.{key}": _plain(value) for key, value in redact_config(module.get_config_dict()).items()})
     return identity
+
+
+def _mining_identity(identity: dict, where: str, mine) -> None:
+    """Mining by a model and a corpus: their content counts, not their paths; where embeddings are cached
+    and how many Ray Data workers embed do not change the mined rows."""
+    from embedlab.mining import mining_model_path
+
+    for key in ("model", "corpus", "cache_folder", "workers"):
+        identity.pop(f"{where}.{key}", None)
+    identity[f"{where}.model_fingerprint"] = model_fingerprint(mining_model_path(mine.model))
+    if mine.corpus is not None:
+        corpus = Path(mine.corpus).expanduser()
+        identity[f"{where}.corpus_fingerprint"] = _file_digest(corpus) if corpus.is_file() else mine.corpus
 
 
 def fingerprint(identity: dict) -> str:

@@ -357,3 +357,26 @@ def test_a_config_that_mines_records_its_counts_in_mlflow(tmp_path, tiny_model_p
     client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
     (found,) = client.search_runs([client.get_experiment_by_name("out").experiment_id])
     assert found.data.metrics["mining_anchors_with_too_few_negatives"] == short and found.data.metrics["mining_anchors"] == anchors
+
+
+def test_mining_identity_is_the_models_and_corpus_content_not_their_paths_or_the_cache(tmp_path, tiny_model_path, tiny_guide_path, pairs):
+    from embedlab.identity import fingerprint, run_identity
+    from embedlab.losses import build_loss
+
+    train = write_jsonl(tmp_path / "pairs.jsonl", list(pairs))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(row["positive"] for row in pairs) + "\n")
+    copy = tmp_path / "elsewhere" / "corpus.txt"
+    copy.parent.mkdir()
+    copy.write_text(corpus.read_text())
+    config_file = _mining_config(tmp_path, tiny_model_path, train, corpus=str(corpus))
+    loss = build_loss("MultipleNegativesRankingLoss", EmbeddingModel(str(tiny_model_path), device="cpu"), {}, load_with_format(DataSource(path=str(train)))[1])
+
+    def identity(*overrides):
+        return fingerprint(run_identity(load_config(config_file, list(overrides)), loss))
+
+    base = identity()
+    assert identity(f"data.train.convert.mine.corpus={copy}", f"data.train.convert.mine.cache_folder={tmp_path / 'other-cache'}", "data.train.convert.mine.workers=2") == base
+    copy.write_text(corpus.read_text() + "one more passage\n")
+    assert identity(f"data.train.convert.mine.corpus={copy}") != base
+    assert identity(f"data.train.convert.mine.model={tiny_guide_path}") != base
