@@ -183,7 +183,7 @@ class Trainer:
         self.losses = loss if mixture else {SINGLE_DATA_SET: loss}
         self.datasets = dataset if mixture else {SINGLE_DATA_SET: dataset}
         formats = detected if mixture else {SINGLE_DATA_SET: detected}
-        self.loss = LossMixture(loss) if mixture else loss
+        self.loss = LossMixture(loss) if mixture and not isinstance(loss, LossMixture) else loss
         self.model = self.loss.model
         self.args = args
         self.output_dir = Path(output_dir)
