@@ -334,7 +334,12 @@ class Config:
 
     def train_sources(self) -> dict[str, DataSource]:
         """The training data sets by name; a single data source is named "train"."""
-        return dict(self.data.train) if self.is_mixture else {SINGLE_DATA_SET: self.data.train}
+        return dict(self.per_data_set(self.data.train))
+
+    def per_data_set(self, value):
+        """What a run has per data set (its rows, format, loss) by data set name: a mixture's mapping as it
+        is, a single data set's value under the name "train"."""
+        return value if self.is_mixture else {SINGLE_DATA_SET: value}
 
     def loss_for(self, name: str) -> LossConfig:
         """The loss of a data set: its own in a loss mapping, else the one loss of every data set."""

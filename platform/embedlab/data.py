@@ -369,12 +369,8 @@ class MixtureSampler:
             own = {name: self.samplers[name].batches(epoch) for name in self.names}
             order = [name for name in self.names for _ in own[name]]
             order = [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
-            taken = dict.fromkeys(self.names, 0)
-            stream = []
-            for name in order:
-                stream.append((name, own[name][taken[name]]))
-                taken[name] += 1
-            return stream
+            batches = {name: iter(own[name]) for name in self.names}
+            return [(name, next(batches[name])) for name in order]
         order = self._draws(epoch)
         start = self._start(epoch)
         taken = {name: self._stream(name, start[name], order.count(name)) for name in self.names}

@@ -5,7 +5,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from embedlab.config import SINGLE_DATA_SET, Config
+from embedlab.config import Config
 from embedlab.tracking import redact_text
 
 # The card shows how to load the model with sentence-transformers; embedlab itself never imports it.
@@ -15,7 +15,7 @@ USAGE_IMPORT = "from " + "sentence_transformers import SentenceTransformer"
 def write_model_card(model_dir: Path, config: Config, loss, detected, results: dict) -> Path:
     """`detected`: the data's format, or a mixture's by data set name; results: {"before": test metrics,
     "after": test metrics, "final": dev metrics}."""
-    parts = loss.items() if config.is_mixture else [(SINGLE_DATA_SET, loss)]
+    parts = config.per_data_set(loss).items()
     losses = [item for _, part in parts for item in (part, getattr(part, "loss", None)) if item is not None]  # with modifiers' inner losses
     citations = dict.fromkeys(text.strip() for text in (getattr(item, "citation", "") for item in losses) if isinstance(text, str) and text.strip())
     loss_names = list(dict.fromkeys(type(part).__name__ for _, part in parts))
@@ -24,14 +24,13 @@ def write_model_card(model_dir: Path, config: Config, loss, detected, results: d
     test_rows = [
         f"| {name} | {results['before'].get(name, float('nan')):.4f} | {value:.4f} |" for name, value in results.get("after", {}).items()
     ]
-    formats = detected if config.is_mixture else {SINGLE_DATA_SET: detected}
+    formats, sources = config.per_data_set(detected), config.train_sources()
     data_rows = []
     loss_rows = []
     for name, part in parts:
         spec = config.loss_for(name)
         modifiers = f" (modifiers: {', '.join(m.name for m in spec.modifiers)})" if spec.modifiers else ""
-        source = config.train_sources()[name]
-        data_rows.append(f"| {name} | `{source.path}` | {formats[name].num_rows} | {formats[name].describe()} | {type(part).__name__}{modifiers} |")
+        data_rows.append(f"| {name} | `{sources[name].path}` | {formats[name].num_rows} | {formats[name].describe()} | {type(part).__name__}{modifiers} |")
         loss_rows.append(f"- {name}: `{type(part).__name__}` with `{json.dumps(getattr(part, 'get_config_dict', dict)())}`{modifiers}")
     mixture = config.training.mixture if isinstance(config.training.mixture, str) else dataclasses.asdict(config.training.mixture)
     data_section = "| data set | source | rows | format | loss |\n|---|---|---|---|---|\n" + "\n".join(data_rows)

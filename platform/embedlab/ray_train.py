@@ -293,12 +293,12 @@ def pack_shipment(prepared: run.Prepared) -> Shipment:
     models = {}
     if not config.model.trust_remote_code:  # remote code is not in a saved copy: workers load it by name
         models["model"] = saved_files(prepared.model)
-    parts = dict(prepared.loss.items()) if config.is_mixture else {SINGLE_DATA_SET: prepared.loss}
+    parts = config.per_data_set(prepared.loss)
     for name, loss in parts.items():
         guide = next((module.guide for module in loss.modules() if isinstance(getattr(module, "guide", None), EmbeddingModel)), None)
         if guide is not None and "guide" in config.loss_for(name).params:
             models[f"guide/{name}"] = saved_files(guide)
-    rows = prepared.dataset if config.is_mixture else {SINGLE_DATA_SET: prepared.dataset}
+    rows = config.per_data_set(prepared.dataset)
     data = {name: part.with_format("arrow")[:] for name, part in rows.items()}  # the rows in order (a selection or limit applied)
     features = {name: part.features for name, part in rows.items()}
     user_code = {path: content for name in parts for path, content in user_code_files(config.loss_for(name).name).items()}

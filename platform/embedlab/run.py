@@ -85,7 +85,7 @@ def prepare(config: Config, device: str | None = None, identity: dict | None = N
         model.set_pooling(config.model.pooling)
     if config.model.include_prompt is not None:
         model.set_include_prompt(config.model.include_prompt)
-    formats = detected if config.is_mixture else {SINGLE_DATA_SET: detected}
+    formats = config.per_data_set(detected)
     prompts = resolve_prompts(config.training.prompts, list(formats), {name: part.input_columns for name, part in formats.items()})
     store_prompts(model, config.training.prompts, prompts)  # the trained model encodes with them by name
     set_seed(config.training.seed)  # loss heads (e.g. a classifier) start the same on every run
