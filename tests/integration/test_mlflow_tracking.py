@@ -31,6 +31,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_answering(url: str, process: subprocess.Popen, timeout_s: float, log: Path | None = None) -> None:
+    """Returns once `url` answers; raises while `process` is alive but silent past the deadline, or has ended."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"nothing answers at {url}" + (f": {log.read_text()[-3000:]}" if log else "")) from None
+            time.sleep(0.5)
+
+
 class Server:
     """An `mlflow server` process; `artifacts`: where it stores artifacts (default: a folder beside its database)."""
 
@@ -42,15 +55,11 @@ class Server:
             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", artifacts or str(folder / "artifacts"),
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("mlflow server did not start")
+        try:
+            wait_until_answering(f"{self.uri}/health", self.process, timeout_s=120)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self):
         self.process.terminate()
@@ -184,14 +193,7 @@ def test_the_champion_is_served_by_mlflow_models_serve(server, tmp_path, tiny_mo
         env = {**os.environ, "MLFLOW_TRACKING_URI": server.uri, "PATH": path}
         serving = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert serving.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_answering(f"http://127.0.0.1:{port}/ping", serving, timeout_s=180, log=log)
         texts = ["a man plays the guitar", "the dog runs in the park"]
         body = json.dumps({"inputs": texts, "params": {"normalize_embeddings": True, "truncate_dim": 16}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
