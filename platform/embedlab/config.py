@@ -209,6 +209,9 @@ class TrainingConfig:
     # auto: what the loss asks for (no_duplicates for in-batch negatives), else random
     sampler: Literal["auto", "random", "no_duplicates", "group_by_label"] = "auto"
     drop_last: bool = False
+    # Batches of rows of similar token length (less padding, faster steps), with every sampler's guarantee
+    # kept; it changes which rows share a batch, so off unless asked (README: when it costs no quality).
+    group_by_length: bool = False
     # Several data sets (data.train as a mapping): which one each batch comes from (embedlab.data.MixtureSampler).
     # proportional, as sentence-transformers: every batch of every data set once per epoch, in a random order.
     mixture: Literal["proportional", "round_robin"] | MixtureConfig = "proportional"
@@ -292,12 +295,14 @@ class SearchConfig:
     max_concurrent: int = 1  # trials at once
     workers_per_trial: int = 1  # 1: the in-process trainer (no worker start-up); more: a TorchTrainer each
     cpus_per_trial: int | None = None  # per worker; default: the cluster's CPUs / max_concurrent / workers
-    use_gpu: bool = False  # one GPU per worker
+    # per worker: 0 (CPU), 1, or with one worker per trial a fraction, e.g. 0.25: four trials share a GPU
+    gpus_per_trial: float = 0
     scheduler: Literal["fifo", "asha"] = "fifo"  # asha: stop weak trials early, judged at each evaluation
     grace_period: int = 2  # ASHA: evaluations a trial always gets
     reduction_factor: int = 2  # ASHA: keep the best 1/reduction_factor at each rung
     seed: int = 0  # the TPE sampler's
     points_to_evaluate: list[dict] = field(default_factory=list)  # known-good trials to start from
+    keep_models: int = 1  # the trained models kept: of the best trials (every trial keeps its metrics and checkpoints)
 
 
 @dataclass

@@ -6,6 +6,7 @@ saved `datasets` folders with `load_from_disk`, and anything else is tried as a 
 
 import codecs
 import hashlib
+import json
 from pathlib import Path
 
 import datasets
@@ -232,25 +233,91 @@ class Collator:
         return features
 
 
-class RandomBatchSampler:
-    """Shuffled batches; the order depends only on (seed, epoch), so a resumed run sees the same batches."""
+# Rows per length-sorted group, in batches: as Hugging Face's LengthGroupedSampler, large enough that the
+# rows of a batch are close in length, small enough that the batches of an epoch still mix all lengths.
+LENGTH_GROUP_BATCHES = 50
 
-    def __init__(self, dataset: datasets.Dataset, detected: DetectedFormat, batch_size: int, seed: int, drop_last: bool = False):
+
+def row_token_lengths(model, dataset: datasets.Dataset, detected: DetectedFormat, prompts: dict[str, str] | None = None) -> list[int]:
+    """Each row's tokens over its input columns (with their prompts), truncated as training truncates them:
+    the padding a batch of similar rows saves. Counted once per data set and tokenizer; kept by the data's
+    `datasets` fingerprint, so another sampler (the pre-run check, a sweep's next trial) reuses them."""
+    transformer = model.transformer
+    tokenizer_digest = hashlib.sha256(json.dumps(transformer.tokenizer.get_vocab(), sort_keys=True).encode()).hexdigest()
+    key = (
+        dataset._fingerprint,
+        type(transformer.tokenizer).__name__,
+        tokenizer_digest,
+        transformer.max_seq_length,
+        transformer.do_lower_case,
+        tuple(detected.input_columns),
+        tuple(sorted((prompts or {}).items())),
+    )
+    if key not in _ROW_LENGTHS:
+        lengths = [0] * len(dataset)
+        for column in detected.input_columns:
+            prompt = (prompts or {}).get(column, "")
+            counts = model.token_counts([prompt + text for text in dataset[column]])
+            lengths = [total + count for total, count in zip(lengths, counts, strict=True)]
+        _ROW_LENGTHS[key] = lengths
+    return _ROW_LENGTHS[key]
+
+
+_ROW_LENGTHS: dict[tuple, list[int]] = {}
+
+
+class RandomBatchSampler:
+    """Shuffled batches; the order depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    With `lengths` (each row's token count; `training.group_by_length`), batches hold rows of similar
+    length, so little of a batch is padding: the shuffled rows are sorted by length within groups of
+    LENGTH_GROUP_BATCHES batches, cut into batches, and the batches shuffled. Every sampler keeps its
+    own guarantee (no duplicates, label groups) within such batches.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        detected: DetectedFormat,
+        batch_size: int,
+        seed: int,
+        drop_last: bool = False,
+        lengths: list[int] | None = None,
+    ):
         self.num_rows = len(dataset)
         self.batch_size = batch_size
         self.seed = seed
         self.drop_last = drop_last
+        self.lengths = lengths
 
-    def _permutation(self, epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.num_rows, generator=generator).tolist()
+    def _ordered(self, generator: torch.Generator) -> list[int]:
+        """The rows in the order batches are cut from: shuffled, and sorted by length within groups."""
+        order = torch.randperm(self.num_rows, generator=generator).tolist()
+        if self.lengths is None:
+            return order
+        return _sorted_in_groups(order, lambda row: self.lengths[row], self.batch_size * LENGTH_GROUP_BATCHES)
+
+    def _shuffled(self, batches: list[list[int]], generator: torch.Generator) -> list[list[int]]:
+        """Length-grouped batches in a random order (else the epoch would run long to short in waves)."""
+        if self.lengths is None:
+            return batches
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def batches(self, epoch: int) -> list[list[int]]:
-        order = self._permutation(epoch)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = self._ordered(generator)
         batches = [order[start : start + self.batch_size] for start in range(0, self.num_rows, self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        return batches
+        return self._shuffled(batches, generator)
+
+
+def _sorted_in_groups(items: list, length, group_size: int) -> list:
+    """`items` with each consecutive group of `group_size` sorted longest first (a stable sort)."""
+    grouped = []
+    for start in range(0, len(items), group_size):
+        grouped.extend(sorted(items[start : start + group_size], key=length, reverse=True))
+    return grouped
 
 
 class NoDuplicatesBatchSampler(RandomBatchSampler):
@@ -259,13 +326,14 @@ class NoDuplicatesBatchSampler(RandomBatchSampler):
     Rows that would repeat a text in the current batch wait for a later batch, as in sentence-transformers.
     """
 
-    def __init__(self, dataset: datasets.Dataset, detected: DetectedFormat, batch_size: int, seed: int, drop_last: bool = False):
-        super().__init__(dataset, detected, batch_size, seed, drop_last)
+    def __init__(self, dataset, detected, batch_size, seed, drop_last=False, lengths=None):
+        super().__init__(dataset, detected, batch_size, seed, drop_last, lengths)
         columns = [dataset[column] for column in detected.input_columns]
         self.row_texts = [set(texts) for texts in zip(*columns, strict=True)]
 
     def batches(self, epoch: int) -> list[list[int]]:
-        remaining = dict.fromkeys(self._permutation(epoch))  # an ordered set
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        remaining = dict.fromkeys(self._ordered(generator))  # an ordered set
         batches = []
         while remaining:
             batch, seen = [], set()
@@ -281,7 +349,7 @@ class NoDuplicatesBatchSampler(RandomBatchSampler):
             batches.append(batch)
             for index in batch:
                 del remaining[index]
-        return batches
+        return self._shuffled(batches, generator)
 
 
 class GroupByLabelBatchSampler(RandomBatchSampler):
@@ -289,10 +357,13 @@ class GroupByLabelBatchSampler(RandomBatchSampler):
     batch holds at least two labels with at least two rows each (what the batch triplet losses mine).
 
     Rows of a label with a single row, and an odd row out per label, wait for the next epoch's shuffle.
+    With `lengths`, a label's rows are paired with rows of similar length, the pairs of all labels are
+    sorted by length within groups, and a batch takes them in that order, its last pair from another
+    label when all others share one.
     """
 
-    def __init__(self, dataset: datasets.Dataset, detected: DetectedFormat, batch_size: int, seed: int, drop_last: bool = False):
-        super().__init__(dataset, detected, batch_size, seed, drop_last)
+    def __init__(self, dataset, detected, batch_size, seed, drop_last=False, lengths=None):
+        super().__init__(dataset, detected, batch_size, seed, drop_last, lengths)
         if detected.label_kind not in (CLASS, BINARY):
             raise EmbedlabError(f"the group_by_label sampler needs class labels; this data has {detected.label_kind} labels: use sampler auto or random")
         if batch_size < 4 or batch_size % 2:
@@ -308,9 +379,13 @@ class GroupByLabelBatchSampler(RandomBatchSampler):
         queues = []  # per label, its rows shuffled and cut into pairs
         for rows in self.rows_by_label.values():
             shuffled = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
+            if self.lengths is not None:  # pair rows of similar length
+                shuffled = _sorted_in_groups(shuffled, lambda row: self.lengths[row], self.batch_size * LENGTH_GROUP_BATCHES)
             pairs = [shuffled[i : i + 2] for i in range(0, len(shuffled) - 1, 2)]
             if pairs:
                 queues.append(pairs)
+        if self.lengths is not None:
+            return self._length_grouped(queues, generator)
         batches = []
         while sum(1 for queue in queues if queue) >= 2:
             batch = []
@@ -324,6 +399,35 @@ class GroupByLabelBatchSampler(RandomBatchSampler):
                 break
             batches.append(batch)
         return batches
+
+    def _length_grouped(self, queues: list[list[list[int]]], generator: torch.Generator) -> list[list[int]]:
+        pairs = [(label, pair) for label, queue in enumerate(queues) for pair in queue]
+        pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=generator).tolist()]
+        slots = self.batch_size // 2
+        pairs = _sorted_in_groups(pairs, lambda item: sum(self.lengths[row] for row in item[1]), slots * LENGTH_GROUP_BATCHES)
+        remaining = dict.fromkeys(range(len(pairs)))  # an ordered set of positions in `pairs`
+        pairs_left = [len(queue) for queue in queues]  # per label
+        batches = []
+        while sum(1 for count in pairs_left if count) >= 2:
+            taken, labels = [], set()
+            for position in remaining:
+                label = pairs[position][0]
+                # The last slot goes to another label if all pairs so far share one; one is left, since
+                # at least two labels have pairs left and the batch holds only one of them.
+                if len(taken) == slots - 1 and labels == {label}:
+                    continue
+                taken.append(position)
+                labels.add(label)
+                if len(taken) == slots:
+                    break
+            batch = [row for position in taken for row in pairs[position][1]]
+            if len(batch) < self.batch_size and self.drop_last:
+                break
+            batches.append(batch)
+            for position in taken:
+                del remaining[position]
+                pairs_left[pairs[position][0]] -= 1
+        return self._shuffled(batches, generator)
 
 
 SAMPLERS = {"random": RandomBatchSampler, "no_duplicates": NoDuplicatesBatchSampler, "group_by_label": GroupByLabelBatchSampler}

@@ -102,6 +102,13 @@ class Transformer(nn.Module):
             )
         )
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's number of tokens as `tokenize` makes them (truncated, special tokens included), unpadded."""
+        if self.do_lower_case:
+            texts = [text.lower() for text in texts]
+        encoded = self.tokenizer([text.strip() for text in texts], truncation="longest_first", max_length=self.max_seq_length)
+        return [len(ids) for ids in encoded["input_ids"]]
+
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         model_inputs = {
             key: features[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in features
@@ -370,6 +377,9 @@ class EmbeddingModel(nn.Sequential):
 
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
         return self.transformer.tokenize(texts)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return self.transformer.token_counts(texts)
 
     def embed(self, features_list: list[dict[str, Tensor]]) -> list[Tensor]:
         """Sentence embeddings for several tokenized columns, as losses need them.

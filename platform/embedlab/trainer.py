@@ -25,7 +25,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from embedlab.config import SINGLE_DATA_SET, TrainingConfig
-from embedlab.data import SAMPLERS, Collator, MixtureSampler
+from embedlab.data import SAMPLERS, Collator, MixtureSampler, row_token_lengths
 from embedlab.distributed import average_gradients, check_ranks_agree, mean_over_ranks, shard_of, shard_weight
 from embedlab.errors import EmbedlabError
 from embedlab.identity import MAX_KEYS_SHOWN, changed_keys, fingerprint
@@ -50,20 +50,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int = 1, seed: int | None = None):
+def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int = 1, seed: int | None = None, lengths=None):
     """The sampler of global batches: `batch_size` rows for each of the `world_size` workers. For a
-    mixture (`loss`, `dataset`, `detected` mappings by data set name), a MixtureSampler over each data
-    set's own sampler, seeded apart (the seed plus a number of its name) so their shuffles differ."""
+    mixture (`loss`, `dataset`, `detected` and `lengths` mappings by data set name), a MixtureSampler over
+    each data set's own sampler, seeded apart (the seed plus a number of its name) so their shuffles differ.
+    `lengths`, each row's token count (embedlab.data.row_token_lengths), makes length-grouped batches."""
     if isinstance(dataset, dict):
         samplers = {
-            name: make_sampler(args, loss[name], dataset[name], detected[name], world_size, seed=args.seed + zlib.crc32(name.encode()))
+            name: make_sampler(
+                args, loss[name], dataset[name], detected[name], world_size, seed=args.seed + zlib.crc32(name.encode()), lengths=(lengths or {}).get(name)
+            )
             for name in dataset
         }
         return MixtureSampler(samplers, args.mixture, {name: len(rows) for name, rows in dataset.items()}, args.seed)
     name = getattr(loss, "batch_sampler", "random") if args.sampler == "auto" else args.sampler
     if name not in SAMPLERS:  # the config's value is checked by its schema; a user's loss class names its own
         raise EmbedlabError(f"{type(loss).__name__}.batch_sampler is '{name}': a loss may ask for {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](dataset, detected, args.batch_size * world_size, args.seed if seed is None else seed, args.drop_last)
+    return SAMPLERS[name](dataset, detected, args.batch_size * world_size, args.seed if seed is None else seed, args.drop_last, lengths)
 
 
 class LossMixture(torch.nn.ModuleDict):
@@ -161,8 +164,9 @@ class Trainer:
     sets (each batch from one data set, with that data set's loss; see embedlab.data.MixtureSampler).
 
     Callbacks are objects with any of `on_step_end(trainer, step, loss_value)`,
-    `on_evaluate(trainer, step, metrics)`, `on_checkpoint(trainer, step, path)` and
-    `on_train_end(trainer, metrics)`.
+    `on_evaluate(trainer, step, metrics)`, `on_checkpoint(trainer, step, path)`,
+    `keep_model(trainer, metrics)` (false: the trained model is not saved; a sweep keeps its best trials')
+    and `on_train_end(trainer, metrics)`.
     """
 
     def __init__(
@@ -197,7 +201,11 @@ class Trainer:
         self.callbacks = list(callbacks)
         prompts = prompts or {}  # data set -> column -> prompt
         self.collates = {name: Collator(self.model.tokenize, formats[name], rows, prompts.get(name)) for name, rows in self.datasets.items()}
-        self.sampler = make_sampler(args, loss, dataset, detected, world_size)
+        lengths = None
+        if args.group_by_length:
+            lengths = {name: row_token_lengths(self.model, rows, formats[name], self.collates[name].prompts) for name, rows in self.datasets.items()}
+            lengths = lengths if mixture else lengths[SINGLE_DATA_SET]
+        self.sampler = make_sampler(args, loss, dataset, detected, world_size, lengths=lengths)
         # No-duplicates batching can give a different number of batches per epoch: count them all.
         self.total_steps = args.max_steps or sum(len(self.worker_batches(epoch)) for epoch in range(args.epochs))
         if self.total_steps == 0:
@@ -289,7 +297,8 @@ class Trainer:
         metrics = self.evaluate(extra=self._over_ranks(interval.metrics()))
         check_ranks_agree(self.loss)
         if self.is_main:
-            self.model.save(self.output_dir / "model")
+            if all(callback.keep_model(self, metrics) for callback in self.callbacks if hasattr(callback, "keep_model")):
+                self.model.save(self.output_dir / "model")
             results = {"step": self.global_step, "fingerprint": self.fingerprint, "identity": self.identity, "metrics": metrics, "history": self.history}
             (self.output_dir / "results.json").write_text(json.dumps(results, indent=2))
         for callback in self.callbacks:
