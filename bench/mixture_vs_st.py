@@ -1,0 +1,205 @@
+"""embedlab's mixture vs sentence-transformers' multi-dataset trainer, round robin, side by side in one run.
+
+The shipped config experiments/configs/mixture_stsb_sick_trec.yaml gives the data and losses: STSb score
+pairs with CoSENTLoss, SICK (premise, entailed, contradicted) triplets with MultipleNegativesRankingLoss,
+TREC questions + coarse class with BatchHardSoftMarginTripletLoss. Both trainers start from
+all-MiniLM-L6-v2 and take the same rows (embedlab's loader for both), batch 16, learning rate 2e-5, 10%
+linear warm-up, seed 0, the same number of steps, round robin (`training.mixture: round_robin`,
+`multi_dataset_batch_sampler=ROUND_ROBIN`), each data set batched by the sampler its loss needs (random,
+no duplicates, group by label: embedlab picks them itself, sentence-transformers through a
+`batch_sampler` callable). Every trained model is scored by the same evaluators: STSb test and SICK test
+cosine Spearman, TREC test same-class retrieval (cosine NDCG@10). Goal (issue 14): each metric within
+0.005 of the reference; training throughput ratio embedlab / reference >= 1.0.
+
+The two trainers shuffle with different random streams, so they see the same rows in different batches.
+A third run, sentence-transformers fed embedlab's own batch stream (a custom multi-dataset batch
+sampler), tells the trainers' arithmetic apart from the shuffle.
+
+Run:  .venv/bin/python bench/mixture_vs_st.py [--smoke-test]   (about 10 minutes on 2 CPU cores)
+"""
+
+import argparse
+import dataclasses
+import json
+import platform as stdlib_platform
+import shutil
+import time
+from datetime import UTC, datetime
+from itertools import accumulate
+from pathlib import Path
+
+import datasets
+import torch
+
+from embedlab import run
+from embedlab.config import load_config
+from embedlab.losses import build_loss
+from embedlab.model import EmbeddingModel, resolve_model_path
+from embedlab.trainer import LossMixture, Trainer, set_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "experiments" / "configs" / "mixture_stsb_sick_trec.yaml"
+parser = argparse.ArgumentParser()
+parser.add_argument("--smoke-test", action="store_true", help="64 rows per data set and 3 turns: checks the wiring")
+parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "mixture_vs_st.json"))
+args = parser.parse_args()
+
+# 1. data, losses and evaluators from the shipped config. sentence-transformers' round robin stops when
+# the smallest data set runs out: SICK gives ~80 batches of 16 triplets. STSb and TREC are cut to about
+# as many rows, so 70 turns (210 steps) take nearly every row of each data set, the same rows on both
+# sides, and neither trainer runs out before the last step.
+TURNS = 3 if args.smoke_test else 70
+LIMITS = {"stsb": 1120, "trec": 1280}  # STSb: exactly 70 batches; TREC: group-by-label leaves odd rows out
+if args.smoke_test:  # batches of 8; SICK's 320 rows give ~90 triplets, enough for 3 turns
+    LIMITS = {"stsb": 64, "sick": 320, "trec": 64}
+config = load_config(CONFIG, smoke_test=args.smoke_test)
+for name, rows in LIMITS.items():
+    config.train_sources()[name].limit = rows
+loaded = run.load_inputs(config)
+data, formats, test_evaluators = loaded.dataset, loaded.detected, loaded.test_evaluators
+NAMES = list(data)  # config order: stsb, sick, trec (both trainers take turns in this order)
+steps = TURNS * len(NAMES)
+batch_size, seed, learning_rate = config.training.batch_size, config.training.seed, config.training.learning_rate
+SCORES = {"stsb": "sts-test_spearman_cosine", "sick": "sick-test_spearman_cosine", "trec": "trec-test_cosine_ndcg@10", "trec_map@100": "trec-test_cosine_map@100"}
+OUT = Path("/tmp/embedlab-bench-mixture-vs-st")
+shutil.rmtree(OUT, ignore_errors=True)
+
+
+def score(model) -> dict:
+    metrics = run.evaluate_all(test_evaluators, model)
+    return {name: metrics[key] for name, key in SCORES.items()}
+
+
+results = {
+    "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    "machine": stdlib_platform.processor() or stdlib_platform.machine(),
+    "torch_threads": torch.get_num_threads(),
+    "rows": {name: len(rows) for name, rows in data.items()},
+    "losses": {name: config.loss_for(name).name for name in NAMES},
+    "steps": steps,
+    "batch_size": batch_size,
+}
+results["before"] = score(EmbeddingModel(config.model.name, device="cpu"))
+print("before", results["before"], flush=True)
+
+# 2. embedlab, round robin
+set_seed(seed)
+model = EmbeddingModel(config.model.name, device="cpu")
+losses = LossMixture({name: build_loss(config.loss_for(name).name, model, config.loss_for(name).params, formats[name]) for name in NAMES})
+training = dataclasses.replace(config.training, max_steps=steps, mixture="round_robin", eval_steps=None, save_steps=None, resume=False, show_progress_bar=False)
+trainer = Trainer(losses, data, formats, training, OUT / "embedlab")
+stream = trainer.sampler.batches(0)[:steps]  # (data set, row indices): the third run replays it
+assert len(stream) == steps, f"embedlab's round robin gives {len(stream)} steps in an epoch, fewer than {steps}"
+samples = sum(len(rows) for _, rows in stream)
+start = time.perf_counter()
+trainer.train()
+seconds = time.perf_counter() - start  # as the reference's: the whole train() call, its model save included
+results["embedlab"] = {"steps": trainer.global_step, "train_seconds": seconds, "samples_per_second": samples / seconds, **score(model)}
+print("embedlab", results["embedlab"], flush=True)
+
+# 3. sentence-transformers, the reference
+from sentence_transformers import (  # noqa: E402
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers import losses as st_losses  # noqa: E402
+from sentence_transformers.base.sampler import (  # noqa: E402
+    DefaultBatchSampler,
+    GroupByLabelBatchSampler,
+    MultiDatasetBatchSamplers,
+    MultiDatasetDefaultBatchSampler,
+    NoDuplicatesBatchSampler,
+)
+from torch.utils.data import RandomSampler  # noqa: E402
+
+# The same rows as datasets.Dataset; TREC's class names become ids (sentence-transformers' collator
+# makes a tensor of the labels; the batch triplet losses only compare them).
+classes = {label: index for index, label in enumerate(sorted(set(data["trec"]["label"])))}
+st_rows = {name: data[name].to_dict() for name in NAMES}
+st_rows["trec"]["label"] = [classes[label] for label in st_rows["trec"]["label"]]
+# What embedlab picks from each loss's declared sampler: random for CoSENT, no duplicates for MNRL, label
+# pairs for the batch triplet loss. sentence-transformers takes one batch_sampler for all data sets; a
+# callable may choose per data set.
+ST_SAMPLERS = {"stsb": None, "sick": NoDuplicatesBatchSampler, "trec": GroupByLabelBatchSampler}
+by_columns = {tuple(st_rows[name]): name for name in NAMES}
+
+
+def st_batch_sampler(dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+    sampler = ST_SAMPLERS[by_columns[tuple(dataset.column_names)]]
+    if sampler is None:  # as sentence-transformers' BatchSamplers.BATCH_SAMPLER
+        return DefaultBatchSampler(RandomSampler(dataset, generator=generator), batch_size=batch_size, drop_last=drop_last, valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+    return sampler(dataset, batch_size=batch_size, drop_last=drop_last, valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+
+
+class EmbedlabStream(MultiDatasetDefaultBatchSampler):
+    """embedlab's round-robin batches, replayed: for the run that tells the trainers from the shuffles."""
+
+    def __iter__(self):
+        offsets = dict(zip(NAMES, [0, *accumulate(len(part) for part in self.dataset.datasets)], strict=False))
+        for name, rows in stream:
+            yield [offsets[name] + row for row in rows]
+
+    def __len__(self) -> int:
+        return len(stream)
+
+
+def train_st(multi_dataset_batch_sampler, folder: str) -> dict:
+    st_model = SentenceTransformer(str(resolve_model_path(config.model.name)), device="cpu")
+    st_args = SentenceTransformerTrainingArguments(
+        output_dir=str(OUT / folder),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_ratio=config.training.warmup_ratio,
+        seed=seed,
+        batch_sampler=st_batch_sampler,
+        multi_dataset_batch_sampler=multi_dataset_batch_sampler,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=10**6,
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    st_loss = {
+        "stsb": st_losses.CoSENTLoss(st_model),
+        "sick": st_losses.MultipleNegativesRankingLoss(st_model),
+        "trec": st_losses.BatchHardSoftMarginTripletLoss(st_model),
+    }
+    # A fresh DatasetDict per run: the trainer sets a transform on each data set (its dataset_name column).
+    st_data = datasets.DatasetDict({name: datasets.Dataset.from_dict(st_rows[name]) for name in NAMES})
+    st_trainer = SentenceTransformerTrainer(model=st_model, args=st_args, train_dataset=st_data, loss=st_loss)
+    start = time.perf_counter()
+    st_trainer.train()
+    seconds = time.perf_counter() - start
+    st_model.save(str(OUT / folder / "model"))  # scored by embedlab's evaluators, as the embedlab model
+    trained = EmbeddingModel(str(OUT / folder / "model"), device="cpu")
+    return {"steps": st_trainer.state.global_step, "train_seconds": seconds, "samples_per_second": samples / seconds, **score(trained)}
+
+
+results["sentence_transformers"] = train_st(MultiDatasetBatchSamplers.ROUND_ROBIN, "st")
+print("sentence-transformers", results["sentence_transformers"], flush=True)
+results["sentence_transformers_embedlab_batches"] = train_st(EmbedlabStream, "st-same-batches")
+print("sentence-transformers, embedlab's batches", results["sentence_transformers_embedlab_batches"], flush=True)
+
+# 4. the goals and the report
+ours, reference = results["embedlab"], results["sentence_transformers"]
+results["gaps"] = {name: ours[name] - reference[name] for name in SCORES}
+results["gaps_same_batches"] = {name: ours[name] - results["sentence_transformers_embedlab_batches"][name] for name in SCORES}
+results["throughput_ratio"] = reference["train_seconds"] / ours["train_seconds"]
+results["metrics_within_0.005"] = all(abs(results["gaps"][name]) <= 0.005 for name in ("stsb", "sick", "trec"))
+Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+Path(args.output).write_text(json.dumps(results, indent=2))
+print(json.dumps(results, indent=2))
+print(f"\nround robin, {TURNS} turns x {len(NAMES)} data sets = {steps} steps of {batch_size}; rows {results['rows']}\n")
+print("| trainer | steps | STSb test Spearman | SICK test Spearman | TREC test NDCG@10 | TREC MAP@100 | train s | samples/s |")
+print("|---|---|---|---|---|---|---|---|")
+print(f"| before training | 0 | {results['before']['stsb']:.4f} | {results['before']['sick']:.4f} | {results['before']['trec']:.4f} | {results['before']['trec_map@100']:.4f} | - | - |")
+for label, key in (("embedlab", "embedlab"), ("sentence-transformers", "sentence_transformers"), ("sentence-transformers, embedlab's batches", "sentence_transformers_embedlab_batches")):
+    row = results[key]
+    print(f"| {label} | {row['steps']} | {row['stsb']:.4f} | {row['sick']:.4f} | {row['trec']:.4f} | {row['trec_map@100']:.4f} | {row['train_seconds']:.0f} | {row['samples_per_second']:.1f} |")
+gaps = ", ".join(f"{name} {gap:+.4f}" for name, gap in results["gaps"].items())
+same = ", ".join(f"{name} {gap:+.4f}" for name, gap in results["gaps_same_batches"].items())
+print(f"\ngaps embedlab - reference: {gaps} (each within 0.005: {results['metrics_within_0.005']})")
+print(f"gaps embedlab - reference on embedlab's batches: {same}")
+print(f"throughput ratio embedlab / reference: {results['throughput_ratio']:.2f}")
