@@ -286,7 +286,9 @@ class LossSearchConfig:
 class SearchConfig:
     """What a sweep (`embedlab sweep`) searches over; see experiments/sweeps/ for examples."""
 
-    losses: list[LossSearchConfig] | Literal["auto"] = "auto"  # auto: every loss that suits the data's format
+    # auto: every loss that suits the data's format; on a mixture, also a mapping of data sets to auto or a list
+    # (a data set left out trains with the config's loss)
+    losses: list[LossSearchConfig] | Literal["auto"] | dict[str, list[LossSearchConfig] | Literal["auto"]] = "auto"
     modifiers: list[LossModifierConfig | None] = field(default_factory=list)  # options, null = none
     space: dict = field(default_factory=dict)  # dotted config key -> range, e.g. training.learning_rate
     metric: str | None = None  # default: the first evaluator's primary metric

@@ -4,7 +4,10 @@ A sweep config is a train config plus a `search` block (`SearchConfig`). `prepar
 against the data before Ray starts: the losses suit the data's format, every searched parameter exists,
 every range is a range. The search space is define-by-run: each trial first picks a loss among those the
 format allows, then that loss's own parameters (declared next to the loss as `search_space`), then the
-common ones (learning rate, batch size, ...), sampled by Optuna's TPE, seeded.
+common ones (learning rate, batch size, ...), sampled by Optuna's TPE, seeded. On a mixture of data sets
+(data.train as a mapping) a trial picks a loss, and its parameters, for each searched data set
+(parameters `<data set>.loss`, `<data set>.<loss>.<parameter>`); mixture weights or a temperature are
+common parameters (`training.mixture.temperature`, `training.mixture.weights.<data set>`).
 
 A trial with one worker runs the in-process trainer inside its Tune trial (no worker start-up per trial);
 with more it launches a Ray Train `TorchTrainer` whose reports reach Tune through `TuneReportCallback`.
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedlab import run, tracking
-from embedlab.config import Config, LossModifierConfig, SearchConfig, dump_yaml
+from embedlab.config import SINGLE_DATA_SET, Config, LossModifierConfig, SearchConfig, dump_yaml
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
@@ -55,8 +58,10 @@ class Sweep:
 
     config: Config
     search: SearchConfig
-    format_key: str
-    losses: dict[str, dict]  # loss name -> {"params": fixed params, "space": parameter -> range}
+    format_key: str  # a mixture's: `stsb: pair_score, sick: triplets`
+    # data set ("train" for a run of one) -> loss name -> {"params": fixed params, "space": parameter -> range};
+    # a mixture's data sets that search.losses leaves out train with the config's loss
+    losses: dict[str, dict[str, dict]]
     metric: str
     mode: str
     tracking_uri: str | None  # MLflow, checked before Ray starts; None: tracking off
@@ -69,6 +74,16 @@ class Sweep:
     def name(self) -> str:
         return self.output_dir.name
 
+    def prefix(self, data_set: str) -> str:
+        """What a data set's loss parameters start with: nothing for one data set, `<data set>.` in a mixture."""
+        return f"{data_set}." if self.config.is_mixture else ""
+
+    def searched_losses(self) -> str:
+        """`CoSENTLoss, AnglELoss`, or a mixture's `stsb: CoSENTLoss | AnglELoss; sick: MultipleNegativesRankingLoss`."""
+        if not self.config.is_mixture:
+            return ", ".join(self.losses[SINGLE_DATA_SET])
+        return "; ".join(f"{name}: {' | '.join(losses)}" for name, losses in self.losses.items())
+
 
 def prepare_sweep(config: Config) -> Sweep:
     """Every check a sweep needs, before Ray starts; raises EmbedlabError with one line."""
@@ -79,19 +94,16 @@ def prepare_sweep(config: Config) -> Sweep:
         raise EmbedlabError(f"search.num_samples must be at least 1, got {search.num_samples}")
     if search.max_concurrent < 1 or search.workers_per_trial < 1:
         raise EmbedlabError("search.max_concurrent and search.workers_per_trial must be at least 1")
+    formats = {name: load_with_format(source, where=f"data.train.{name}" if config.is_mixture else "data.train")[1] for name, source in config.train_sources().items()}
     if config.is_mixture:
-        raise EmbedlabError(
-            "a sweep over a mixture of data sets (data.train as a mapping) is not supported yet: sweep each data set, "
-            "or compare mixture settings with `embedlab train` runs and `embedlab compare`"
-        )
-    _, detected = load_with_format(config.data.train)
-    losses = _resolve_losses(search, detected)
-    # The model and evaluators load here once too, with the first candidate loss, so their errors come now.
-    first_loss = next(iter(losses))
-    prepared = run.prepare(
-        dataclasses.replace(config, search=None, loss=dataclasses.replace(config.loss, name=first_loss, params=losses[first_loss]["params"])),
-        device="cpu",
-    )
+        sections = [name for name in formats if name in {f.name for f in dataclasses.fields(Config)}]
+        if sections:
+            raise EmbedlabError(f"data set name(s) {', '.join(sections)} in a sweep read as config sections in parameter names: rename them under data.train")
+    losses = _resolve_losses(search, formats, config.is_mixture)
+    # The model and evaluators load here once too, with each data set's first candidate loss, so their errors come now.
+    first = {name: dataclasses.replace(config.loss_for(name), name=next(iter(choices)), params=next(iter(choices.values()))["params"]) for name, choices in losses.items()}
+    first_losses = {**{name: config.loss_for(name) for name in formats}, **first} if config.is_mixture else first[SINGLE_DATA_SET]
+    prepared = run.prepare(dataclasses.replace(config, search=None, loss=first_losses), device="cpu")
     for key, spec in search.space.items():
         _check_range(f"search.space.{key}", spec)
         _check_config_key(config, key, _example_value(spec))
@@ -100,14 +112,17 @@ def prepare_sweep(config: Config) -> Sweep:
     scored_by = prepared.evaluators[0]
     metric = search.metric or scored_by.primary_metric
     mode = search.mode or ("max" if scored_by.greater_is_better else "min")
-    sweep = Sweep(config, search, detected.format.key, losses, metric, mode, tracking.resolve_uri(config))
+    format_key = ", ".join(f"{name}: {detected.format.key}" for name, detected in formats.items()) if config.is_mixture else formats[SINGLE_DATA_SET].format.key
+    sweep = Sweep(config, search, format_key, losses, metric, mode, tracking.resolve_uri(config))
     names = set(parameter_names(sweep))
     for index, point in enumerate(search.points_to_evaluate):
         unknown = [key for key in point if key not in names]
         if unknown:
             raise EmbedlabError(f"search.points_to_evaluate.{index}: {unknown} not in the search space: its names are {', '.join(sorted(names))}")
-        if "loss" in point and point["loss"] not in losses:
-            raise EmbedlabError(f"search.points_to_evaluate.{index}: loss '{point['loss']}' is not searched: {', '.join(losses)}")
+        for data_set, choices in losses.items():
+            key = f"{sweep.prefix(data_set)}loss"
+            if key in point and point[key] not in choices:
+                raise EmbedlabError(f"search.points_to_evaluate.{index}: {key} '{point[key]}' is not searched: {', '.join(choices)}")
     return sweep
 
 
@@ -118,32 +133,55 @@ def _required_params(loss_class: type) -> list[str]:
     return [p.name for p in parameters if p.default is inspect.Parameter.empty and p.name not in filled_from_data]
 
 
-def _resolve_losses(search: SearchConfig, detected) -> dict[str, dict]:
-    if search.losses == "auto":
+def _resolve_losses(search: SearchConfig, formats: dict, mixture: bool) -> dict[str, dict[str, dict]]:
+    """The searched losses of each data set (see Sweep.losses). search.losses is `auto`, a list, or on a
+    mixture a mapping of data sets to either; a list for every data set of a mixture gives each the listed
+    losses that suit it."""
+    if isinstance(search.losses, dict):
+        if not mixture:
+            raise EmbedlabError("search.losses by data set needs several data sets (data.train as a mapping): give `auto` or a list of losses")
+        unknown = [name for name in search.losses if name not in formats]
+        if unknown:
+            raise EmbedlabError(f"search.losses names data set(s) {', '.join(unknown)} that data.train does not have: its data sets are {', '.join(formats)}")
+        return {name: _data_set_losses(search.losses[name], formats[name], f"search.losses.{name}", only_suitable=False) for name in formats if name in search.losses}
+    if not mixture:
+        return {SINGLE_DATA_SET: _data_set_losses(search.losses, formats[SINGLE_DATA_SET], "search.losses", only_suitable=False)}
+    return {name: _data_set_losses(search.losses, detected, f"search.losses (data set '{name}')", only_suitable=True) for name, detected in formats.items()}
+
+
+def _data_set_losses(spec, detected, where: str, only_suitable: bool) -> dict[str, dict]:
+    """loss name -> {"params", "space"} for one data set; `only_suitable`: leave out listed losses that do
+    not suit it (a list shared by the data sets of a mixture), else they are an error."""
+    if spec == "auto":
         names = [name for name in losses_for(detected.format.key) if not _required_params(CATALOGUE[name])]
         if not names:
-            raise EmbedlabError(f"no catalogue loss suits this data ({detected.describe()}) without extra parameters: list losses in search.losses")
+            raise EmbedlabError(f"{where}: no catalogue loss suits this data ({detected.describe()}) without extra parameters: list losses in search.losses")
         return {name: {"params": {}, "space": dict(getattr(CATALOGUE[name], "search_space", None) or {})} for name in names}
-    if not search.losses:
-        raise EmbedlabError("search.losses must be `auto` or a list of losses")
+    if not spec:
+        raise EmbedlabError(f"{where} must be `auto` or a list of losses")
     losses = {}
-    for entry in search.losses:
+    for entry in spec:
         loss_class = get_loss_class(entry.name)
         try:
             check_format(loss_class, detected)
         except EmbedlabError as error:
-            raise EmbedlabError(f"search.losses: {error}") from None
+            if only_suitable:
+                continue
+            raise EmbedlabError(f"{where}: {error}") from None
         accepted = list(inspect.signature(loss_class.__init__).parameters)[2:]
         space = entry.space if entry.space is not None else dict(getattr(loss_class, "search_space", None) or {})
-        for name, spec in [*space.items(), *((name, None) for name in entry.params)]:
+        for name, range_spec in [*space.items(), *((name, None) for name in entry.params)]:
             if name not in accepted:
-                raise EmbedlabError(f"search.losses: {entry.name} has no parameter '{name}': its parameters are {', '.join(accepted)}")
-            if spec is not None:
-                _check_range(f"search.losses.{entry.name}.space.{name}", spec)
+                raise EmbedlabError(f"{where}: {entry.name} has no parameter '{name}': its parameters are {', '.join(accepted)}")
+            if range_spec is not None:
+                _check_range(f"{where}.{entry.name}.space.{name}", range_spec)
         missing = [name for name in _required_params(loss_class) if name not in entry.params and name not in space]
         if missing:
-            raise EmbedlabError(f"search.losses: {entry.name} needs {', '.join(missing)} in its params")
+            raise EmbedlabError(f"{where}: {entry.name} needs {', '.join(missing)} in its params")
         losses[entry.name] = {"params": dict(entry.params), "space": dict(space)}
+    if not losses:
+        suitable = ", ".join(losses_for(detected.format.key)[:6])
+        raise EmbedlabError(f"{where}: none of the listed losses suits this data ({detected.describe()}): add one of {suitable}, or give the data set its own list")
     return losses
 
 
@@ -186,7 +224,11 @@ def _check_config_key(config: Config, key: str, value) -> None:
 def set_dotted(raw: dict, key: str, value, where: str = "") -> None:
     node = raw
     *parents, last = key.split(".")
-    for part in parents:
+    for depth, part in enumerate(parents):
+        if part in node and node[part] is not None and not isinstance(node[part], dict):
+            # e.g. training.mixture.weights.<name> while training.mixture is `proportional`
+            above = ".".join(parents[: depth + 1])
+            raise EmbedlabError(f"{where or key}: {above} is {node[part]!r} in the config, not a mapping: give it one there to search a key inside it")
         if not isinstance(node.get(part), dict):
             raise EmbedlabError(f"{where or key}: '{part}' is not a config section")
         node = node[part]
@@ -195,24 +237,30 @@ def set_dotted(raw: dict, key: str, value, where: str = "") -> None:
 
 # --- the define-by-run space ----------------------------------------------------------------------
 def parameter_names(sweep: Sweep) -> list[str]:
-    names = ["loss"] + [f"{loss}.{param}" for loss, entry in sweep.losses.items() for param in entry["space"]]
+    names = []
+    for data_set, choices in sweep.losses.items():
+        prefix = sweep.prefix(data_set)
+        names += [f"{prefix}loss"] + [f"{prefix}{loss}.{param}" for loss, entry in choices.items() for param in entry["space"]]
     if sweep.search.modifiers:
         names.append("modifier")
     return names + list(sweep.search.space)
 
 
 class DefineByRunSpace:
-    """Optuna's define-by-run space: a loss first, then that loss's own parameters, then the common ones.
+    """Optuna's define-by-run space: a loss first, then that loss's own parameters (for each searched data set
+    of a mixture, its parameters prefixed with the data set's name), then the common ones.
 
     A class (not a closure) so Tune can pickle it with the searcher's state, for `--resume`."""
 
-    def __init__(self, losses: dict[str, dict], modifier_names: list[str], common: dict[str, dict]):
-        self.losses, self.modifier_names, self.common = losses, modifier_names, common
+    def __init__(self, losses: dict[str, dict[str, dict]], modifier_names: list[str], common: dict[str, dict], mixture: bool = False):
+        self.losses, self.modifier_names, self.common, self.mixture = losses, modifier_names, common, mixture
 
     def __call__(self, trial) -> None:
-        loss = trial.suggest_categorical("loss", list(self.losses))
-        for param, spec in self.losses[loss]["space"].items():
-            _suggest(trial, f"{loss}.{param}", spec)
+        for data_set, choices in self.losses.items():
+            prefix = f"{data_set}." if self.mixture else ""
+            loss = trial.suggest_categorical(f"{prefix}loss", list(choices))
+            for param, spec in choices[loss]["space"].items():
+                _suggest(trial, f"{prefix}{loss}.{param}", spec)
         if self.modifier_names:
             trial.suggest_categorical("modifier", self.modifier_names)
         for key, spec in self.common.items():
@@ -234,19 +282,30 @@ def modifier_label(option: LossModifierConfig | None) -> str:
 
 # --- one trial --------------------------------------------------------------------------------------
 def trial_config(base: dict, params: dict, loss_params: dict, modifiers: list, output_dir: str) -> Config:
-    """The train config of one trial: the base config with the trial's choices filled in."""
+    """The train config of one trial: the base config with the trial's choices filled in. `loss_params`: data
+    set -> loss name -> its fixed parameters (Sweep.losses' "params")."""
     raw = copy.deepcopy(base)
     raw["search"] = None
-    loss = params["loss"]
-    raw["loss"]["name"] = loss
-    raw["loss"]["params"] = dict(loss_params.get(loss, {}))
+    built = Config.from_dict(raw)
+    chosen = [option for option in modifiers if modifier_label(option) == params.get("modifier")]
+    losses, loss_keys = {}, set()  # data set -> its loss section; the params that went into them
+    for data_set in built.train_sources():
+        prefix = f"{data_set}." if built.is_mixture else ""
+        loss = dataclasses.asdict(built.loss_for(data_set))
+        if data_set in loss_params:
+            name = params[f"{prefix}loss"]
+            loss.update(name=name, params=dict(loss_params[data_set].get(name, {})))
+            loss_keys.add(f"{prefix}loss")
+            for key, value in params.items():
+                if key.startswith(f"{prefix}{name}."):
+                    loss["params"][key.removeprefix(f"{prefix}{name}.")] = value
+                    loss_keys.add(key)
+        if "modifier" in params:  # the modifier option applies to every data set's loss
+            loss["modifiers"] = [dataclasses.asdict(chosen[0])] if chosen and chosen[0] is not None else []
+        losses[data_set] = loss
+    raw["loss"] = losses if built.is_mixture else losses[SINGLE_DATA_SET]
     for key, value in params.items():
-        if key.startswith(f"{loss}."):
-            raw["loss"]["params"][key.removeprefix(f"{loss}.")] = value
-        elif key == "modifier":
-            chosen = [option for option in modifiers if modifier_label(option) == value]
-            raw["loss"]["modifiers"] = [dataclasses.asdict(chosen[0])] if chosen and chosen[0] is not None else []
-        elif key != "loss" and "." in key and key.split(".", 1)[0] not in CATALOGUE:
+        if key not in loss_keys and key != "modifier":
             set_dotted(raw, key, value)
     raw["output_dir"] = output_dir
     raw["training"]["show_progress_bar"] = False
@@ -325,9 +384,9 @@ def train_trial(
         tune.report(for_tune({**json.loads(finished.read_text()), FINISHED: True}, metric, mode))
         return
     config = trial_config(base, params, loss_params, modifiers, str(output_dir))
-    extra = {"trial_id": trial_id, "loss_name": params["loss"]}  # "loss" is the training loss's value
+    extra = {"trial_id": trial_id, "loss_name": loss_label(params)}  # "loss" is the training loss's value
     # The trial's MLflow run is nested in the sweep's and found again by its key on --resume.
-    tracked = {"tracking_parent": parent, "run_name": f"{params['loss']}-{trial_id}", "run_key": f"{parent['key']}/{trial_id}"} if parent else {}
+    tracked = {"tracking_parent": parent, "run_name": f"{loss_label(params)}-{trial_id}", "run_key": f"{parent['key']}/{trial_id}"} if parent else {}
     if workers > 1:
         from embedlab.ray_train import train_on_ray
 
@@ -349,12 +408,13 @@ def with_absolute_paths(config: Config) -> Config:
     def absolute(path):
         return str(Path(path).resolve()) if isinstance(path, str) and Path(path).exists() else path
 
-    for source in [config.data.train] + [entry.data for entry in config.evaluators + config.test_evaluators]:
+    for source in [*config.train_sources().values()] + [entry.data for entry in config.evaluators + config.test_evaluators]:
         source.path = absolute(source.path)
         source.teacher_model = absolute(source.teacher_model)
     config.model.name = absolute(config.model.name)
-    if "guide" in config.loss.params:
-        config.loss.params["guide"] = absolute(config.loss.params["guide"])
+    for loss in config.loss.values() if isinstance(config.loss, dict) else [config.loss]:
+        if "guide" in loss.params:
+            loss.params["guide"] = absolute(loss.params["guide"])
     config.output_dir = str(Path(config.output_dir).resolve())
     return config
 
@@ -374,7 +434,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     connect(address)
     cpus_per_worker = search.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // (search.max_concurrent * search.workers_per_trial))
     base = with_absolute_paths(dataclasses.replace(sweep.config, search=None)).to_dict()
-    loss_params = {name: entry["params"] for name, entry in sweep.losses.items()}
+    loss_params = {data_set: {name: entry["params"] for name, entry in choices.items()} for data_set, choices in sweep.losses.items()}
     modifiers = list(search.modifiers)
     parent = open_sweep_run(sweep)
     with run.failing_run(parent):  # an interrupted or crashed sweep is not left RUNNING in MLflow
@@ -437,7 +497,7 @@ def _tune_config(sweep: Sweep):
     search = sweep.search
     modifiers = list(search.modifiers)
     searcher = OptunaSearch(
-        space=DefineByRunSpace(sweep.losses, [modifier_label(option) for option in modifiers], dict(search.space)),
+        space=DefineByRunSpace(sweep.losses, [modifier_label(option) for option in modifiers], dict(search.space), sweep.config.is_mixture),
         metric=sweep.metric,
         mode=sweep.mode,
         sampler=TPESampler(seed=search.seed),
@@ -467,7 +527,7 @@ def open_sweep_run(sweep: Sweep):
     parent = tracking.Tracker.open(sweep.tracking_uri, experiment, key, f"sweep-{sweep.name}", tags, sweep.output_dir)
     if not parent.reused:
         search = {f"search.{name}": value for name, value in tracking.flatten(dataclasses.asdict(sweep.search)).items()}
-        parent.log_params({**search, "searched_losses": ", ".join(sweep.losses), "model_name": sweep.config.model.name, "data_format": sweep.format_key})
+        parent.log_params({**search, "searched_losses": sweep.searched_losses(), "model_name": sweep.config.model.name, "data_format": sweep.format_key})
         parent.log_inputs(tracking.data_inputs(sweep.config))
         tracking.log_config_now(parent, sweep.output_dir / "sweep.yaml")
     parent.system_metrics = sweep.config.tracking.system_metrics
@@ -623,7 +683,7 @@ def trial_row(sweep: Sweep, result) -> dict:
     trial_id = metrics.get("trial_id") or (Path(result.path).name if result.path else "?")
     row = {
         "trial_id": trial_id,
-        "loss": metrics.get("loss_name") or config.get("loss", "?"),
+        "loss": metrics.get("loss_name") or loss_label(config),
         "status": status,
         "step": metrics.get("step"),
         "training_iteration": metrics.get("training_iteration"),
@@ -637,6 +697,14 @@ def trial_row(sweep: Sweep, result) -> dict:
         if result.path:
             row["error_file"] = str(Path(result.path) / "error.txt")
     return row
+
+
+def loss_label(params: dict) -> str:
+    """A trial's searched losses, its row's `loss`: `CoSENTLoss`, or a mixture's `stsb: CoSENTLoss, sick:
+    MultipleNegativesRankingLoss` (the data sets the sweep searches a loss for)."""
+    if "loss" in params:
+        return params["loss"]
+    return ", ".join(f"{key.removesuffix('.loss')}: {value}" for key, value in params.items() if key.endswith(".loss")) or "?"
 
 
 def _trial_params(path) -> dict:
@@ -690,7 +758,8 @@ def print_summary(sweep: Sweep, summary: dict) -> None:
     print(f"\nSweep '{sweep.name}': {len(rows)} trials ({_counts(rows)}) on {sweep.format_key} data, by {sweep.metric} ({sweep.mode})")
     print(f"{'loss':45s} {'trial':12s} {sweep.metric:>30s}  params")
     for loss, row in summary["best_per_loss"].items():
-        params = {key: _short(value) for key, value in row.items() if key.startswith((f"{loss}.", "training.", "model.", "modifier"))}
+        searched = (f"{loss}.", *(sweep.prefix(data_set) for data_set in sweep.losses if sweep.config.is_mixture), "training.", "model.", "modifier")
+        params = {key: _short(value) for key, value in row.items() if key.startswith(searched)}
         stopped = f" (stopped at step {row['step']})" if row["status"] == "stopped" else ""
         print(f"{loss:45s} {row['trial_id']:12s} {row[sweep.metric]:30.4f}  {params}{stopped}")
     for row in rows:

@@ -33,7 +33,8 @@ def test_the_define_by_run_space_only_offers_losses_that_suit_the_format(tmp_pat
     path = _sweep_file(tmp_path, tiny_model_path, data[train], data["scores"], {"losses": "auto", "space": {"training.learning_rate": {"loguniform": [1e-5, 1e-3]}}})
     sweep = prepare_sweep(load_config(path))
     suitable = set(losses_for(sweep.format_key))
-    assert set(sweep.losses) <= suitable and len(sweep.losses) >= 2
+    losses = sweep.losses["train"]  # a run of one data set: its name is "train"
+    assert set(losses) <= suitable and len(losses) >= 2
     space = DefineByRunSpace(sweep.losses, [], sweep.search.space)
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     offered = set()
@@ -42,9 +43,9 @@ def test_the_define_by_run_space_only_offers_losses_that_suit_the_format(tmp_pat
         space(trial)
         offered.add(trial.params["loss"])
         # Only the chosen loss's own parameters are sampled (a conditional space).
-        assert all(not name.startswith(tuple(f"{other}." for other in sweep.losses if other != trial.params["loss"])) for name in trial.params)
+        assert all(not name.startswith(tuple(f"{other}." for other in losses if other != trial.params["loss"])) for name in trial.params)
         study.tell(trial, random.random())
-    assert offered == set(sweep.losses)
+    assert offered == set(losses)
 
 
 def test_a_trial_config_fills_in_the_loss_its_parameters_and_the_common_keys(tmp_path, tiny_model_path, data):
@@ -53,7 +54,7 @@ def test_a_trial_config_fills_in_the_loss_its_parameters_and_the_common_keys(tmp
     assert parameter_names(sweep) == ["loss", "MultipleNegativesRankingLoss.scale", "TripletLoss.triplet_margin", "modifier"]
     base = sweep.config.to_dict()
     params = {"loss": "TripletLoss", "TripletLoss.triplet_margin": 2.5, "modifier": "MatryoshkaLoss", "training.learning_rate": 3e-4}
-    config = trial_config(base, params, {}, sweep.search.modifiers, str(tmp_path / "t1"))
+    config = trial_config(base, params, {"train": {}}, sweep.search.modifiers, str(tmp_path / "t1"))
     assert config.loss.name == "TripletLoss" and config.loss.params == {"triplet_margin": 2.5}
     assert [modifier.name for modifier in config.loss.modifiers] == ["MatryoshkaLoss"]
     assert config.training.learning_rate == 3e-4 and config.output_dir == str(tmp_path / "t1") and config.search is None
@@ -122,5 +123,5 @@ def test_train_refuses_a_sweep_config(tmp_path, tiny_model_path, data, capsys):
 def test_every_shipped_sweep_passes_its_checks_on_its_data(path, tiny_model_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the sweeps' data paths are relative to the repository
     sweep = prepare_sweep(load_config(path, [f"model.name={tiny_model_path}"]))
-    assert sweep.losses and set(sweep.losses) <= set(losses_for(sweep.format_key))
+    assert sweep.losses["train"] and set(sweep.losses["train"]) <= set(losses_for(sweep.format_key))
     assert sweep.metric.startswith(sweep.config.evaluators[0].name)
