@@ -462,6 +462,7 @@ class MixtureSampler:
                 raw = [sizes[name] ** (1.0 / mixture.temperature) for name in self.names]
             self.probabilities = torch.tensor(raw, dtype=torch.float64) / sum(raw)
         self._consumed = [dict.fromkeys(self.names, 0)]  # per epoch: each data set's batches used before it
+        self._pass_lengths: dict[tuple[str, int], int] = {}  # (data set, pass) -> its number of batches
 
     def batches(self, epoch: int) -> list[tuple[str, list[int]]]:
         generator = torch.Generator().manual_seed(self.seed + epoch)
@@ -481,7 +482,7 @@ class MixtureSampler:
         return [(name, next(taken[name])) for name in order]
 
     def _draws(self, epoch: int) -> list[str]:
-        steps = sum(len(self.samplers[name].batches(epoch)) for name in self.names)
+        steps = sum(self._pass_length(name, epoch) for name in self.names)
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return [self.names[i] for i in torch.multinomial(self.probabilities, steps, replacement=True, generator=generator).tolist()]
 
@@ -496,14 +497,19 @@ class MixtureSampler:
         """Batches start .. start + count of a data set's endless stream: its sampler's epochs 0, 1, 2, ..."""
         sampler, epoch = self.samplers[name], 0
         while count > 0:
-            batches = sampler.batches(epoch)
-            if not batches:
-                raise EmbedlabError(f"data set '{name}' gives no batch: use a smaller batch size")
-            if start < len(batches):
-                chunk = batches[start : start + count]
+            if start >= self._pass_length(name, epoch):  # a pass used up before: skipped by its length alone
+                start -= self._pass_length(name, epoch)
+            else:
+                chunk = sampler.batches(epoch)[start : start + count]
                 yield from chunk
                 count -= len(chunk)
                 start = 0
-            else:
-                start -= len(batches)
             epoch += 1
+
+    def _pass_length(self, name: str, epoch: int) -> int:
+        """The number of batches of a data set's pass `epoch`, batched once and remembered."""
+        if (name, epoch) not in self._pass_lengths:
+            self._pass_lengths[name, epoch] = len(self.samplers[name].batches(epoch))
+            if not self._pass_lengths[name, epoch]:
+                raise EmbedlabError(f"data set '{name}' gives no batch: use a smaller batch size")
+        return self._pass_lengths[name, epoch]
