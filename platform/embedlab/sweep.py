@@ -100,10 +100,14 @@ def prepare_sweep(config: Config) -> Sweep:
         if sections:
             raise EmbedlabError(f"data set name(s) {', '.join(sections)} in a sweep read as config sections in parameter names: rename them under data.train")
     losses = _resolve_losses(search, formats, config.is_mixture)
-    # The model and evaluators load here once too, with each data set's first candidate loss, so their errors come now.
-    first = {name: dataclasses.replace(config.loss_for(name), name=next(iter(choices)), params=next(iter(choices.values()))["params"]) for name, choices in losses.items()}
-    first_losses = {**{name: config.loss_for(name) for name in formats}, **first} if config.is_mixture else first[SINGLE_DATA_SET]
-    prepared = run.prepare(dataclasses.replace(config, search=None, loss=first_losses), device="cpu")
+    # The model and evaluators load here once too, with each searched data set's first candidate loss, so
+    # their errors come now.
+    first_losses = {name: config.loss_for(name) for name in formats}
+    for name, choices in losses.items():
+        loss_name, entry = next(iter(choices.items()))
+        first_losses[name] = dataclasses.replace(first_losses[name], name=loss_name, params=entry["params"])
+    loss = first_losses if config.is_mixture else first_losses[SINGLE_DATA_SET]
+    prepared = run.prepare(dataclasses.replace(config, search=None, loss=loss), device="cpu")
     for key, spec in search.space.items():
         _check_range(f"search.space.{key}", spec)
         _check_config_key(config, key, _example_value(spec))
