@@ -123,5 +123,6 @@ def test_train_refuses_a_sweep_config(tmp_path, tiny_model_path, data, capsys):
 def test_every_shipped_sweep_passes_its_checks_on_its_data(path, tiny_model_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the sweeps' data paths are relative to the repository
     sweep = prepare_sweep(load_config(path, [f"model.name={tiny_model_path}"]))
-    assert sweep.losses["train"] and set(sweep.losses["train"]) <= set(losses_for(sweep.format_key))
+    formats = dict(part.split(": ") for part in sweep.format_key.split(", ")) if sweep.config.is_mixture else {"train": sweep.format_key}
+    assert sweep.losses and all(losses and set(losses) <= set(losses_for(formats[name])) for name, losses in sweep.losses.items())
     assert sweep.metric.startswith(sweep.config.evaluators[0].name)
