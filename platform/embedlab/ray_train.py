@@ -44,10 +44,21 @@ WORKER_ERROR = "embedlab_error"  # carries a worker's EmbedlabError back to the 
 
 
 # --- the driver ---------------------------------------------------------------------------------
-def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks=(), tracking_parent: dict | None = None, run_name: str | None = None, run_key: str | None = None) -> dict:
+def train_on_ray(
+    prepared: run.Prepared,
+    evaluate_before: bool = True,
+    callbacks=(),
+    tracking_parent: dict | None = None,
+    run_name: str | None = None,
+    run_key: str | None = None,
+    model_files: dict[str, bytes] | None = None,
+    keep_model=None,
+) -> dict:
     """`run.train()` on Ray Train workers; returns the same dict. `callbacks` are Ray Train callbacks
     (e.g. Tune's TuneReportCallback, when a sweep's trial runs a TorchTrainer). The driver opens the
-    MLflow run and records params and artifacts; rank 0 records the metrics into it."""
+    MLflow run and records params and artifacts; rank 0 records the metrics into it. A sweep's trial
+    passes `model_files`, its base model already packed (see pack_shipment), and `keep_model(final
+    metrics)`, false when the trained model is not to be copied out of the last checkpoint."""
     import ray
     import ray.train
 
@@ -70,7 +81,7 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
     loss_line = f"{config.loss_names()} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
     tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     with run.failing_run(tracker):
-        shipment = ray.put(pack_shipment(prepared))
+        shipment = ray.put(pack_shipment(prepared, model_files))
         trainer = torch_trainer(prepared, tracker, storage_path, ray_run_name, callbacks, shipment)
         try:
             result = trainer.fit()
@@ -82,11 +93,13 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True, callbacks
         if isinstance(result.return_value, dict) and WORKER_ERROR in result.return_value:  # not worth a retry
             raise EmbedlabError(result.return_value[WORKER_ERROR])
         output_dir = Path(config.output_dir)
-        with result.checkpoint.as_directory() as folder:
-            copy_files(RESULT_FILES, Path(folder), output_dir)
         final = {key: value for key, value in result.metrics.items() if key != "step"}
-        trained = EmbeddingModel(str(output_dir / "model"), device=str(prepared.model.device))
-        return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
+        kept = keep_model is None or keep_model(final)
+        with result.checkpoint.as_directory() as folder:
+            copy_files([name for name in RESULT_FILES if kept or name != "model"], Path(folder), output_dir)
+            # Only the test evaluators use the trained model here.
+            trained = EmbeddingModel(str(Path(folder) / "model"), device=str(prepared.model.device)) if prepared.test_evaluators else None
+            return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
 
 
 def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_name: str, callbacks, shipment):
@@ -288,11 +301,13 @@ class Shipment:
     user_code: dict[str, bytes]  # file path below an import folder -> bytes
 
 
-def pack_shipment(prepared: run.Prepared) -> Shipment:
+def pack_shipment(prepared: run.Prepared, model_files: dict[str, bytes] | None = None) -> Shipment:
+    """`model_files`: the model's saved files when the caller has them (a sweep's base model: each worker
+    applies the run's model settings, as `run.prepare` does), else the prepared model is saved."""
     config = prepared.config
     models = {}
     if not config.model.trust_remote_code:  # remote code is not in a saved copy: workers load it by name
-        models["model"] = saved_files(prepared.model)
+        models["model"] = model_files or saved_files(prepared.model)
     parts = config.per_data_set(prepared.loss)
     for name, loss in parts.items():
         guide = next((module.guide for module in loss.modules() if isinstance(getattr(module, "guide", None), EmbeddingModel)), None)

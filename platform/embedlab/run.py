@@ -72,13 +72,15 @@ class Prepared:
         return self.loss.model
 
 
-def prepare(config: Config, device: str | None = None, identity: dict | None = None, loaded: Loaded | None = None) -> Prepared:
+def prepare(config: Config, device: str | None = None, identity: dict | None = None, loaded: Loaded | None = None, model: EmbeddingModel | None = None) -> Prepared:
     """Checks and loads everything a run needs, writing nothing. A Ray worker passes what the driver
-    `loaded` and the `identity` it computed (and checked against the output folder)."""
+    `loaded` and the `identity` it computed (and checked against the output folder); a sweep's trial passes
+    the inputs and a fresh copy of config.model as loaded (embedlab.trial_cache)."""
     loaded = loaded or load_inputs(config)
     dataset, detected = loaded.dataset, loaded.detected
     check_distributed(config)
-    model = EmbeddingModel(config.model.name, device=device, trust_remote_code=config.model.trust_remote_code)
+    if model is None:
+        model = EmbeddingModel(config.model.name, device=device, trust_remote_code=config.model.trust_remote_code)
     if config.model.max_seq_length:
         model.max_seq_length = config.model.max_seq_length
     if config.model.pooling:
@@ -262,6 +264,7 @@ def close_run(prepared: Prepared, trained: EmbeddingModel, tracker: tracking.Tra
     output_dir = Path(config.output_dir)
     after = evaluate_all(prepared.test_evaluators, trained, output_dir / "eval", steps=step)
     results = {"before": before, "after": after, "final": final, "step": step, "output_dir": str(output_dir)}
-    write_model_card(output_dir / "model", config, prepared.loss, prepared.detected, results)
+    if (output_dir / "model").is_dir():  # a sweep keeps only its best trials' models
+        write_model_card(output_dir / "model", config, prepared.loss, prepared.detected, results)
     tracking.finish_run(tracker, output_dir, after, step)
     return results

@@ -24,11 +24,13 @@ which none did ends with one line saying so.
 import copy
 import csv
 import dataclasses
+import fcntl
 import inspect
 import json
 import math
 import numbers
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,8 +94,9 @@ def prepare_sweep(config: Config) -> Sweep:
         raise EmbedlabError("this config has no `search` block: `embedlab train` trains it, `embedlab sweep` needs a sweep config")
     if search.num_samples < 1:
         raise EmbedlabError(f"search.num_samples must be at least 1, got {search.num_samples}")
-    if search.max_concurrent < 1 or search.workers_per_trial < 1:
-        raise EmbedlabError("search.max_concurrent and search.workers_per_trial must be at least 1")
+    if search.max_concurrent < 1 or search.workers_per_trial < 1 or search.keep_models < 1:
+        raise EmbedlabError("search.max_concurrent, search.workers_per_trial and search.keep_models must be at least 1")
+    check_gpus(search)
     formats = {name: load_with_format(source, where=f"data.train.{name}" if config.is_mixture else "data.train")[1] for name, source in config.train_sources().items()}
     if config.is_mixture:
         sections = [name for name in formats if name in {f.name for f in dataclasses.fields(Config)}]
@@ -239,6 +242,29 @@ def set_dotted(raw: dict, key: str, value, where: str = "") -> None:
     node[last] = value
 
 
+def check_gpus(search: SearchConfig, cluster: dict | None = None) -> None:
+    """search.gpus_per_trial: 0, 1 or (one worker per trial) a fraction; with `cluster` (Ray's cluster
+    resources), also that a trial's GPUs are there, so no trial waits forever for them."""
+    gpus = search.gpus_per_trial
+    if not 0 <= gpus <= 1:
+        raise EmbedlabError(f"search.gpus_per_trial is per worker: 0, 1 or a fraction such as 0.25 (trials share a GPU), got {gpus:g}")
+    if 0 < gpus < 1 and search.workers_per_trial > 1:
+        raise EmbedlabError(
+            f"search.gpus_per_trial {gpus:g} with workers_per_trial {search.workers_per_trial}: a trial of several workers needs a whole "
+            "GPU per worker (NCCL cannot put two workers on one GPU); use a fraction with workers_per_trial: 1"
+        )
+    if cluster is None or gpus == 0:
+        return
+    available, needed = cluster.get("GPU", 0), gpus * search.workers_per_trial
+    if not available:
+        raise EmbedlabError(f"search.gpus_per_trial is {gpus:g} but the Ray cluster has no GPU: set it to 0 to train on CPUs")
+    if available < needed:
+        raise EmbedlabError(
+            f"search.gpus_per_trial {gpus:g} x {search.workers_per_trial} workers needs {needed:g} GPUs per trial; the Ray cluster has "
+            f"{available:g}: use workers_per_trial {int(available // gpus)} or fewer"
+        )
+
+
 # --- the define-by-run space ----------------------------------------------------------------------
 def parameter_names(sweep: Sweep) -> list[str]:
     names = []
@@ -369,17 +395,22 @@ def train_trial(
     loss_params: dict,
     modifiers: list,
     workers: int,
-    use_gpu: bool,
+    gpus: float,
     cpus_per_worker: int,
+    keep_models: int,
     parent: dict | None,
     metric: str,
     mode: str,
 ) -> None:
     """Tune's trial function: one training run with the trial's loss and hyperparameters.
 
-    A finished trial leaves `trial_result.json`: if the sweep is resumed before Tune recorded the trial
-    as finished, the trial reports that result again instead of training again."""
+    Its data, evaluators and base model come from the trial's process when an earlier trial there loaded
+    the same (embedlab.trial_cache); its model is saved only when it ranks among the `keep_models` best so
+    far (BestModels). A finished trial leaves `trial_result.json`: if the sweep is resumed before Tune
+    recorded the trial as finished, the trial reports that result again instead of training again."""
     from ray import tune
+
+    from embedlab import trial_cache
 
     trial_id = tune.get_context().get_trial_id()
     output_dir = Path(base["output_dir"]) / "trials" / trial_id
@@ -391,17 +422,59 @@ def train_trial(
     extra = {"trial_id": trial_id, "loss_name": loss_label(params)}  # "loss" is the training loss's value
     # The trial's MLflow run is nested in the sweep's and found again by its key on --resume.
     tracked = {"tracking_parent": parent, "run_name": f"{loss_label(params)}-{trial_id}", "run_key": f"{parent['key']}/{trial_id}"} if parent else {}
+    best_models = BestModels(Path(base["output_dir"]), trial_id, metric, mode, keep_models)
     if workers > 1:
         from embedlab.ray_train import train_on_ray
 
-        config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=use_gpu, cpus_per_worker=cpus_per_worker, check_resources=False)
+        config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=gpus > 0, cpus_per_worker=cpus_per_worker, check_resources=False)
         callbacks = [_ray_train_report_callback(extra, metric, mode)]
-        results = train_on_ray(run.prepare(config, device="cpu"), evaluate_before=False, callbacks=callbacks, **tracked)
+        prepared = trial_cache.prepare(config, device="cpu")
+        model_files = trial_cache.base_model_files(config)  # the workers apply the trial's model settings themselves
+        results = train_on_ray(prepared, evaluate_before=False, callbacks=callbacks, model_files=model_files, keep_model=best_models.claim, **tracked)
     else:
-        results = run.train(run.prepare(config), callbacks=[TuneReport(extra, metric, mode)], evaluate_before=False, **tracked)
+        results = run.train(trial_cache.prepare(config), callbacks=[TuneReport(extra, metric, mode), best_models], evaluate_before=False, **tracked)
     final = {**results["final"], **results["after"], **extra, "step": results["step"], FINISHED: True}
     finished.write_text(json.dumps(final))  # true values: NaN as NaN
     tune.report(for_tune(final, metric, mode))
+
+
+SCORES_FILE = "trial_scores.json"  # in the sweep's folder: each trial that reached its end -> its metric (null: none)
+
+
+class BestModels:
+    """A trial's model is saved only when fewer than `count` (search.keep_models) trials that finished before
+    it scored better. As a Trainer callback it answers `keep_model`; a trial of several workers asks `claim`
+    with its final metrics. Trials in several processes agree through a locked file in the sweep's folder. At
+    its end the sweep keeps the models of its `count` best trials only (`prune_models`)."""
+
+    def __init__(self, sweep_dir: Path, trial_id: str, metric: str, mode: str, count: int):
+        self.sweep_dir, self.trial_id, self.metric, self.mode, self.count = sweep_dir, trial_id, metric, mode, count
+
+    def keep_model(self, trainer, metrics: dict) -> bool:
+        return self.claim(metrics)
+
+    def claim(self, metrics: dict) -> bool:
+        value = float(metrics[self.metric]) if _finite(metrics.get(self.metric)) else None
+        scores_file = self.sweep_dir / SCORES_FILE
+        with open(self.sweep_dir / f"{SCORES_FILE}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
+            scores[self.trial_id] = value
+            scores_file.write_text(json.dumps(scores))
+        if value is None:
+            return False
+        sign = 1 if self.mode == "max" else -1
+        better = sum(1 for trial, score in scores.items() if trial != self.trial_id and score is not None and sign * score > sign * value)
+        return better < self.count
+
+
+def prune_models(sweep: Sweep, summary: dict) -> None:
+    """Deletes the models of the trials that are not among the `search.keep_models` best finished ones (a
+    model saved while its trial was among the best so far; the trial's MLflow run keeps its copy)."""
+    kept = [row["trial_id"] for row in summary["trials"] if row["status"] == "ok"][: sweep.search.keep_models]
+    for model in (sweep.output_dir / "trials").glob("*/model"):
+        if model.parent.name not in kept:
+            shutil.rmtree(model)
 
 
 def with_absolute_paths(config: Config) -> Config:
@@ -436,6 +509,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     search = sweep.search
     address = address if address is not None else sweep.config.distributed.address
     connect(address)
+    check_gpus(search, ray.cluster_resources())
     cpus_per_worker = search.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // (search.max_concurrent * search.workers_per_trial))
     base = with_absolute_paths(dataclasses.replace(sweep.config, search=None)).to_dict()
     loss_params = {data_set: {name: entry["params"] for name, entry in choices.items()} for data_set, choices in sweep.losses.items()}
@@ -448,8 +522,9 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             loss_params=loss_params,
             modifiers=modifiers,
             workers=search.workers_per_trial,
-            use_gpu=search.use_gpu,
+            gpus=search.gpus_per_trial,
             cpus_per_worker=cpus_per_worker,
+            keep_models=search.keep_models,
             parent=parent.location() | {"key": parent.key, "sweep": sweep.name} if parent else None,
             metric=sweep.metric,
             mode=sweep.mode,
@@ -464,7 +539,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             # itself closes a stopped trial's MLflow run, so the trial has nothing left to clean up.
             os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
         else:
-            trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": int(search.use_gpu)})
+            trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": search.gpus_per_trial})
         storage = str(sweep.output_dir)
         experiment = sweep.output_dir / "tune"
         if resume:
@@ -484,6 +559,7 @@ def finish_sweep(sweep: Sweep, results, parent) -> dict:
     """Summarizes the trials (trials.csv), records them in MLflow; one line (EmbedlabError) when none finished
     with the metric."""
     summary = summarize(sweep, results)
+    prune_models(sweep, summary)
     if parent is not None:
         log_sweep_summary(parent, sweep, summary)
     if summary["best"] is None:
@@ -518,6 +594,7 @@ def _tune_config(sweep: Sweep):
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent),
         scheduler=scheduler,
         num_samples=search.num_samples,
+        reuse_actors=True,  # a trial finds what earlier trials loaded (embedlab.trial_cache) in its process
     )
 
 
