@@ -50,6 +50,7 @@ def keys(config: Config) -> tuple[str, str]:
 def prepare(config: Config, device: str | None = None) -> run.Prepared:
     """`run.prepare` for a trial, from the inputs and base model kept in this process (loaded on a miss)."""
     inputs_key, model_key = keys(config)
+    print(f"Trial inputs: data and evaluators {_state(_inputs, inputs_key)}, base model {_state(_models, model_key)}")
     loaded = _inputs.get_or_load(inputs_key, lambda: run.load_inputs(config))
     model = copy.deepcopy(_base_model(config, model_key)).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fresh = run.Loaded(loaded.dataset, loaded.detected, copy.deepcopy(loaded.evaluators), copy.deepcopy(loaded.test_evaluators))
@@ -62,6 +63,10 @@ def base_model_files(config: Config) -> dict[str, bytes]:
 
     _, model_key = keys(config)
     return _model_files.get_or_load(model_key, lambda: saved_files(_base_model(config, model_key)))
+
+
+def _state(kept: _Kept, key: str) -> str:
+    return "kept from an earlier trial" if key in kept else "loaded"
 
 
 def _base_model(config: Config, model_key: str) -> EmbeddingModel:

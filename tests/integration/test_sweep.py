@@ -1,5 +1,6 @@
 """Real sweeps on a local Ray cluster, tiny model: ASHA stops a trial whose metric went NaN, the best trial is
-picked by the metric among the finished ones, and a sweep whose driver is killed resumes with every trial done once."""
+picked by the metric among the finished ones (and only its model kept), trials share what they load, and a sweep
+whose driver is killed resumes with every trial done once."""
 
 import csv
 import math
@@ -90,6 +91,10 @@ def test_asha_stops_a_diverged_trial_an_erroring_one_fails_alone_and_the_best_is
     best = max(finished, key=lambda row: float(row["dev_spearman_cosine"]))
     assert f"Best: {best['loss']} (trial {best['trial_id']}) dev_spearman_cosine = {float(best['dev_spearman_cosine']):.4f}" in output
     assert (tmp_path / "sweep" / "trials" / best["trial_id"] / "model" / "modules.json").exists()
+    # Only the best trial's model is kept (search.keep_models: 1), and Tune ran the next trial in the same
+    # process, which took its data, evaluators and base model from there (embedlab.trial_cache).
+    assert [path.parent.name for path in (tmp_path / "sweep" / "trials").glob("*/model")] == [best["trial_id"]]
+    assert "Trial inputs: data and evaluators kept from an earlier trial, base model kept from an earlier trial" in output
     assert (tmp_path / "sweep" / "plots" / "metric_vs_learning_rate.png").exists()
 
     # MLflow: the stopped trial's run is KILLED and tagged, its NaN metric recorded as NaN.

@@ -72,6 +72,9 @@ def test_a_trial_config_fills_in_the_loss_its_parameters_and_the_common_keys(tmp
         ({"num_samples": 0}, "search.num_samples must be at least 1, got 0"),
         ({"scheduler": "hyperband"}, "'search.scheduler' must be one of fifo, asha, got 'hyperband'"),  # config.py checks the Literal
         ({"points_to_evaluate": [{"training.epochs": 2}]}, "not in the search space"),
+        ({"gpus_per_trial": 1.5}, "search.gpus_per_trial is per worker: 0, 1 or a fraction such as 0.25 (trials share a GPU), got 1.5"),
+        ({"gpus_per_trial": 0.5, "workers_per_trial": 2}, "a trial of several workers needs a whole GPU per worker"),
+        ({"keep_models": 0}, "search.keep_models must be at least 1"),
     ],
 )
 def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_model_path, data, capsys, search, message):
@@ -126,3 +129,32 @@ def test_every_shipped_sweep_passes_its_checks_on_its_data(path, tiny_model_path
     formats = dict(part.split(": ") for part in sweep.format_key.split(", ")) if sweep.config.is_mixture else {"train": sweep.format_key}
     assert sweep.losses and all(losses and set(losses) <= set(losses_for(formats[name])) for name, losses in sweep.losses.items())
     assert sweep.metric.startswith(sweep.config.evaluators[0].name)
+
+
+@pytest.mark.parametrize(
+    "search, cluster, message",
+    [
+        ({"gpus_per_trial": 0.25}, {"CPU": 2.0}, "search.gpus_per_trial is 0.25 but the Ray cluster has no GPU: set it to 0 to train on CPUs"),
+        ({"gpus_per_trial": 1, "workers_per_trial": 2}, {"CPU": 8.0, "GPU": 1.0}, "needs 2 GPUs per trial; the Ray cluster has 1: use workers_per_trial 1 or fewer"),
+        ({"gpus_per_trial": 0.25}, {"CPU": 8.0, "GPU": 1.0}, None),  # four trials share the GPU
+        ({"gpus_per_trial": 1, "workers_per_trial": 2}, {"CPU": 8.0, "GPU": 2.0}, None),
+        ({}, {"CPU": 2.0}, None),
+    ],
+)
+def test_gpus_per_trial_is_checked_against_the_cluster_before_any_trial(tmp_path, tiny_model_path, data, monkeypatch, search, cluster, message):
+    import ray
+
+    from embedlab import ray_train
+
+    sweep = prepare_sweep(load_config(_sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"losses": "auto", **search})))
+    monkeypatch.setattr(ray_train, "connect", lambda address: None)  # a cluster with these resources
+    monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
+    monkeypatch.setattr(sweeps, "open_sweep_run", lambda sweep: pytest.fail("the sweep started"))
+    if message is None:
+        with pytest.raises(BaseException, match="the sweep started"):
+            sweeps.run_sweep(sweep)
+        return
+    with pytest.raises(EmbedlabError) as raised:
+        sweeps.run_sweep(sweep)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert not (tmp_path / "sweep").exists()
