@@ -5,9 +5,10 @@ earlier trials loaded: the training data (converted, its format read), the evalu
 the base model (tokenizer and weights). Each is kept under a fingerprint of everything that shapes it, as the
 run identity sees it (embedlab.identity): the content of the data and model files, not their paths, and the
 config keys of that part. A trial whose searched keys change its data (a mining setting, a data limit) or its
-model loads its own, and its validation runs with that load; a trial that finds its inputs here was validated
-by the trial that loaded them. Nothing kept is handed out to be changed: a trial trains a copy of the base
-model and evaluates with copies of the evaluators (they remember settings from their first call).
+model loads its own. A trial that finds its inputs here skips their loading and the checks of their files
+(the trial that loaded them ran those), not the checks of its own settings (its loss, its mixture). Nothing
+kept is handed out to be changed: a trial trains a copy of the base model and evaluates with copies of the
+evaluators (they remember settings from their first call).
 """
 
 import copy
@@ -52,6 +53,7 @@ def prepare(config: Config, device: str | None = None) -> run.Prepared:
     inputs_key, model_key = keys(config)
     print(f"Trial inputs: data and evaluators {_state(_inputs, inputs_key)}, base model {_state(_models, model_key)}")
     loaded = _inputs.get_or_load(inputs_key, lambda: run.load_inputs(config))
+    run.check_mixture(config)  # the trial's own mixture settings, which load_inputs checks and run.prepare does not
     model = copy.deepcopy(_base_model(config, model_key)).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fresh = run.Loaded(loaded.dataset, loaded.detected, copy.deepcopy(loaded.evaluators), copy.deepcopy(loaded.test_evaluators))
     return run.prepare(config, device=device, loaded=fresh, model=model)

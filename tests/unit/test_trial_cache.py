@@ -11,6 +11,7 @@ import torch
 from conftest import sentence, write_config, write_jsonl
 from embedlab import run, trial_cache
 from embedlab.config import load_config
+from embedlab.errors import EmbedlabError
 from embedlab.model import EmbeddingModel
 from embedlab.sweep import BestModels, prune_models
 
@@ -57,6 +58,16 @@ def test_a_second_trial_reloads_neither_data_nor_model_and_gets_what_a_fresh_loa
     assert second.identity == fresh.identity and second.prompts == fresh.prompts
     assert run.evaluate_all(second.evaluators, second.model) == run.evaluate_all(fresh.evaluators, fresh.model)
     assert second.model[1].modes == fresh.model[1].modes == ["cls"]  # the trial's own model settings
+
+    # A trial's own settings are still checked: its loss against the kept data, its mixture settings.
+    with pytest.raises(EmbedlabError, match="does not suit"):
+        trial_cache.prepare(_config(tmp_path, tiny_model_path, "loss.name=MultipleNegativesRankingLoss"), device="cpu")
+    mixture = [f"data.train={{a: {tmp_path / 'train.jsonl'}, b: {tmp_path / 'train.jsonl'}}}", "training.mixture={temperature: 2}"]
+    trial_cache.prepare(_config(tmp_path, tiny_model_path, *mixture), device="cpu")
+    with pytest.raises(EmbedlabError, match="temperature must be > 0"):
+        trial_cache.prepare(_config(tmp_path, tiny_model_path, *mixture[:1], "training.mixture={temperature: 0}"), device="cpu")
+    assert counted == ["inputs"]  # the mixture's
+    counted.clear()
 
     # What shapes the inputs decides: another data limit, or the same path with other content, loads again.
     trial_cache.prepare(_config(tmp_path, tiny_model_path, "data.train.limit=16"), device="cpu")
