@@ -11,11 +11,14 @@ no duplicates, group by label: embedlab picks them itself, sentence-transformers
 cosine Spearman, TREC test same-class retrieval (cosine NDCG@10). Goal (issue 14): each metric within
 0.005 of the reference; training throughput ratio embedlab / reference >= 1.0.
 
-The two trainers shuffle with different random streams, so they see the same rows in different batches.
-A third run, sentence-transformers fed embedlab's own batch stream (a custom multi-dataset batch
-sampler), tells the trainers' arithmetic apart from the shuffle.
+The two trainers shuffle with different random streams, so they see the same rows in different batches,
+and draw different dropout masks. Two controls tell the trainers' arithmetic apart from that noise:
+sentence-transformers fed embedlab's own batch stream (a custom multi-dataset batch sampler), and that
+pair again with dropout off in both models (a copy of the model folder with the dropout rates at 0), where
+the same batches and the same arithmetic must give the same model up to float rounding. An untimed
+warm-up run first, so no timed run pays the process's first-step costs.
 
-Run:  .venv/bin/python bench/mixture_vs_st.py [--smoke-test]   (about 10 minutes on 2 CPU cores)
+Run:  .venv/bin/python bench/mixture_vs_st.py [--smoke-test]   (about 15 minutes on 2 CPU cores)
 """
 
 import argparse
@@ -82,20 +85,35 @@ results = {
 results["before"] = score(EmbeddingModel(config.model.name, device="cpu"))
 print("before", results["before"], flush=True)
 
-# 2. embedlab, round robin
-set_seed(seed)
-model = EmbeddingModel(config.model.name, device="cpu")
-losses = LossMixture({name: build_loss(config.loss_for(name).name, model, config.loss_for(name).params, formats[name]) for name in NAMES})
-training = dataclasses.replace(config.training, max_steps=steps, mixture="round_robin", eval_steps=None, save_steps=None, resume=False, show_progress_bar=False)
-trainer = Trainer(losses, data, formats, training, OUT / "embedlab")
-stream = trainer.sampler.batches(0)[:steps]  # (data set, row indices): the third run replays it
+# 2. embedlab, round robin. The model folder: the shipped one, or a copy without dropout.
+MODEL = resolve_model_path(config.model.name)
+NO_DROPOUT = OUT / "model-without-dropout"
+shutil.copytree(MODEL, NO_DROPOUT)
+model_config = json.loads((NO_DROPOUT / "config.json").read_text())
+model_config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+(NO_DROPOUT / "config.json").write_text(json.dumps(model_config, indent=2))
+
+
+def embedlab_trainer(model_path, max_steps: int, folder: str):
+    set_seed(seed)
+    model = EmbeddingModel(str(model_path), device="cpu")
+    losses = LossMixture({name: build_loss(config.loss_for(name).name, model, config.loss_for(name).params, formats[name]) for name in NAMES})
+    training = dataclasses.replace(config.training, max_steps=max_steps, mixture="round_robin", eval_steps=None, save_steps=None, resume=False, show_progress_bar=False)
+    return Trainer(losses, data, formats, training, OUT / folder)
+
+
+def train_embedlab(model_path, folder: str) -> dict:
+    trainer = embedlab_trainer(model_path, steps, folder)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start  # as the reference's: the whole train() call, its model save included
+    return {"steps": trainer.global_step, "train_seconds": seconds, "samples_per_second": samples / seconds, **score(trainer.model)}
+
+
+stream = embedlab_trainer(MODEL, steps, "stream").sampler.batches(0)[:steps]  # (data set, rows): replayed below
 assert len(stream) == steps, f"embedlab's round robin gives {len(stream)} steps in an epoch, fewer than {steps}"
 samples = sum(len(rows) for _, rows in stream)
-start = time.perf_counter()
-trainer.train()
-seconds = time.perf_counter() - start  # as the reference's: the whole train() call, its model save included
-results["embedlab"] = {"steps": trainer.global_step, "train_seconds": seconds, "samples_per_second": samples / seconds, **score(model)}
-print("embedlab", results["embedlab"], flush=True)
+embedlab_trainer(MODEL, len(NAMES) * 2, "warm-up").train()  # untimed: first-step costs (allocator, kernels)
 
 # 3. sentence-transformers, the reference
 from sentence_transformers import (  # noqa: E402
@@ -144,8 +162,8 @@ class EmbedlabStream(MultiDatasetDefaultBatchSampler):
         return len(stream)
 
 
-def train_st(multi_dataset_batch_sampler, folder: str) -> dict:
-    st_model = SentenceTransformer(str(resolve_model_path(config.model.name)), device="cpu")
+def train_st(model_path, multi_dataset_batch_sampler, folder: str) -> dict:
+    st_model = SentenceTransformer(str(model_path), device="cpu")
     st_args = SentenceTransformerTrainingArguments(
         output_dir=str(OUT / folder),
         max_steps=steps,
@@ -177,29 +195,46 @@ def train_st(multi_dataset_batch_sampler, folder: str) -> dict:
     return {"steps": st_trainer.state.global_step, "train_seconds": seconds, "samples_per_second": samples / seconds, **score(trained)}
 
 
-results["sentence_transformers"] = train_st(MultiDatasetBatchSamplers.ROUND_ROBIN, "st")
-print("sentence-transformers", results["sentence_transformers"], flush=True)
-results["sentence_transformers_embedlab_batches"] = train_st(EmbedlabStream, "st-same-batches")
-print("sentence-transformers, embedlab's batches", results["sentence_transformers_embedlab_batches"], flush=True)
+# 4. the runs, each timed and scored; the pair without dropout last (embedlab after the reference there)
+RUNS = {
+    "embedlab": lambda: train_embedlab(MODEL, "embedlab"),
+    "sentence_transformers": lambda: train_st(MODEL, MultiDatasetBatchSamplers.ROUND_ROBIN, "st"),
+    "sentence_transformers_embedlab_batches": lambda: train_st(MODEL, EmbedlabStream, "st-same-batches"),
+    "sentence_transformers_embedlab_batches_no_dropout": lambda: train_st(NO_DROPOUT, EmbedlabStream, "st-same-batches-no-dropout"),
+    "embedlab_no_dropout": lambda: train_embedlab(NO_DROPOUT, "embedlab-no-dropout"),
+}
+for key, train in RUNS.items():
+    results[key] = train()
+    print(key, results[key], flush=True)
 
-# 4. the goals and the report
-ours, reference = results["embedlab"], results["sentence_transformers"]
-results["gaps"] = {name: ours[name] - reference[name] for name in SCORES}
-results["gaps_same_batches"] = {name: ours[name] - results["sentence_transformers_embedlab_batches"][name] for name in SCORES}
-results["throughput_ratio"] = reference["train_seconds"] / ours["train_seconds"]
-results["metrics_within_0.005"] = all(abs(results["gaps"][name]) <= 0.005 for name in ("stsb", "sick", "trec"))
+# 5. the goals and the report
+METRICS = ("stsb", "sick", "trec")  # the goal's; MAP@100 is reported beside them
+PAIRS = {  # embedlab run - reference run
+    "gaps": ("embedlab", "sentence_transformers"),
+    "gaps_same_batches": ("embedlab", "sentence_transformers_embedlab_batches"),
+    "gaps_same_batches_no_dropout": ("embedlab_no_dropout", "sentence_transformers_embedlab_batches_no_dropout"),
+    "reference_own_vs_embedlab_batches": ("sentence_transformers", "sentence_transformers_embedlab_batches"),
+}
+for key, (ours, reference) in PAIRS.items():
+    results[key] = {name: results[ours][name] - results[reference][name] for name in SCORES}
+results["throughput_ratio"] = results["sentence_transformers"]["train_seconds"] / results["embedlab"]["train_seconds"]
+results["throughput_ratio_same_batches"] = results["sentence_transformers_embedlab_batches"]["train_seconds"] / results["embedlab"]["train_seconds"]
+results["throughput_ratio_no_dropout"] = results["sentence_transformers_embedlab_batches_no_dropout"]["train_seconds"] / results["embedlab_no_dropout"]["train_seconds"]
+results["metrics_within_0.005"] = all(abs(results["gaps"][name]) <= 0.005 for name in METRICS)
 Path(args.output).parent.mkdir(parents=True, exist_ok=True)
 Path(args.output).write_text(json.dumps(results, indent=2))
 print(json.dumps(results, indent=2))
 print(f"\nround robin, {TURNS} turns x {len(NAMES)} data sets = {steps} steps of {batch_size}; rows {results['rows']}\n")
-print("| trainer | steps | STSb test Spearman | SICK test Spearman | TREC test NDCG@10 | TREC MAP@100 | train s | samples/s |")
-print("|---|---|---|---|---|---|---|---|")
-print(f"| before training | 0 | {results['before']['stsb']:.4f} | {results['before']['sick']:.4f} | {results['before']['trec']:.4f} | {results['before']['trec_map@100']:.4f} | - | - |")
-for label, key in (("embedlab", "embedlab"), ("sentence-transformers", "sentence_transformers"), ("sentence-transformers, embedlab's batches", "sentence_transformers_embedlab_batches")):
+print("| trainer | STSb test Spearman | SICK test Spearman | TREC test NDCG@10 | TREC MAP@100 | train s | samples/s |")
+print("|---|---|---|---|---|---|---|")
+before = results["before"]
+print(f"| before training | {before['stsb']:.4f} | {before['sick']:.4f} | {before['trec']:.4f} | {before['trec_map@100']:.4f} | - | - |")
+for key in RUNS:
     row = results[key]
-    print(f"| {label} | {row['steps']} | {row['stsb']:.4f} | {row['sick']:.4f} | {row['trec']:.4f} | {row['trec_map@100']:.4f} | {row['train_seconds']:.0f} | {row['samples_per_second']:.1f} |")
-gaps = ", ".join(f"{name} {gap:+.4f}" for name, gap in results["gaps"].items())
-same = ", ".join(f"{name} {gap:+.4f}" for name, gap in results["gaps_same_batches"].items())
-print(f"\ngaps embedlab - reference: {gaps} (each within 0.005: {results['metrics_within_0.005']})")
-print(f"gaps embedlab - reference on embedlab's batches: {same}")
-print(f"throughput ratio embedlab / reference: {results['throughput_ratio']:.2f}")
+    assert row["steps"] == steps, f"{key} trained {row['steps']} steps, not {steps}"
+    print(f"| {key} | {row['stsb']:.4f} | {row['sick']:.4f} | {row['trec']:.4f} | {row['trec_map@100']:.4f} | {row['train_seconds']:.0f} | {row['samples_per_second']:.1f} |")
+print()
+for key in PAIRS:
+    print(f"{key}: " + ", ".join(f"{name} {gap:+.4f}" for name, gap in results[key].items()))
+print(f"each metric within 0.005 of the reference: {results['metrics_within_0.005']}")
+print(f"throughput ratio embedlab / reference: {results['throughput_ratio']:.2f} (own batches), {results['throughput_ratio_same_batches']:.2f} (same batches), {results['throughput_ratio_no_dropout']:.2f} (same batches, no dropout)")
