@@ -594,7 +594,9 @@ def _tune_config(sweep: Sweep):
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent),
         scheduler=scheduler,
         num_samples=search.num_samples,
-        reuse_actors=True,  # a trial finds what earlier trials loaded (embedlab.trial_cache) in its process
+        # A trial finds what earlier trials loaded in its process (embedlab.trial_cache). Not for TorchTrainer trials
+        # that ASHA may stop: such a trial trains on until Tune kills its process (run_sweep), which reuse would keep.
+        reuse_actors=search.workers_per_trial == 1 or search.scheduler == "fifo",
     )
 
 
