@@ -210,8 +210,9 @@ class TrainingConfig:
     sampler: Literal["auto", "random", "no_duplicates", "group_by_label"] = "auto"
     drop_last: bool = False
     # Batches of rows of similar token length (less padding, faster steps), with every sampler's guarantee
-    # kept; it changes which rows share a batch, so off unless asked (README: when it costs no quality).
-    group_by_length: bool = False
+    # kept. It changes which rows share a batch, so auto turns it on only for the losses where BENCHMARKS.md
+    # measured that it costs no quality (their `group_by_length` attribute: MultipleNegativesRankingLoss).
+    group_by_length: bool | Literal["auto"] = "auto"
     # Several data sets (data.train as a mapping): which one each batch comes from (embedlab.data.MixtureSampler).
     # proportional, as sentence-transformers: every batch of every data set once per epoch, in a random order.
     mixture: Literal["proportional", "round_robin"] | MixtureConfig = "proportional"

@@ -69,6 +69,13 @@ def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int 
     return SAMPLERS[name](dataset, detected, args.batch_size * world_size, args.seed if seed is None else seed, args.drop_last, lengths)
 
 
+def groups_by_length(args: TrainingConfig, loss) -> bool:
+    """Whether a data set's batches are length-grouped: `training.group_by_length`, where auto asks the loss."""
+    if args.group_by_length == "auto":
+        return getattr(loss, "group_by_length", False)
+    return args.group_by_length
+
+
 class LossMixture(torch.nn.ModuleDict):
     """The losses of a mixture's data sets, by name, around one shared model: what the optimizer steps,
     checkpoints hold and workers average (the shared model's parameters once)."""
@@ -201,11 +208,12 @@ class Trainer:
         self.callbacks = list(callbacks)
         prompts = prompts or {}  # data set -> column -> prompt
         self.collates = {name: Collator(self.model.tokenize, formats[name], rows, prompts.get(name)) for name, rows in self.datasets.items()}
-        lengths = None
-        if args.group_by_length:
-            lengths = {name: row_token_lengths(self.model, rows, formats[name], self.collates[name].prompts) for name, rows in self.datasets.items()}
-            lengths = lengths if mixture else lengths[SINGLE_DATA_SET]
-        self.sampler = make_sampler(args, loss, dataset, detected, world_size, lengths=lengths)
+        lengths = {
+            name: row_token_lengths(self.model, rows, formats[name], self.collates[name].prompts)
+            for name, rows in self.datasets.items()
+            if groups_by_length(args, self.losses[name])
+        }
+        self.sampler = make_sampler(args, loss, dataset, detected, world_size, lengths=lengths if mixture else lengths.get(SINGLE_DATA_SET))
         # No-duplicates batching can give a different number of batches per epoch: count them all.
         self.total_steps = args.max_steps or sum(len(self.worker_batches(epoch)) for epoch in range(args.epochs))
         if self.total_steps == 0:

@@ -10,13 +10,26 @@ from safetensors.torch import load_file
 
 from conftest import sentence, write_config, write_jsonl
 from embedlab import run
-from embedlab.config import DataSource, load_config
-from embedlab.data import GroupByLabelBatchSampler, NoDuplicatesBatchSampler, RandomBatchSampler, load_with_format, row_token_lengths
+from embedlab.config import DataSource, TrainingConfig, load_config
+from embedlab.data import (
+    GroupByLabelBatchSampler,
+    NoDuplicatesBatchSampler,
+    RandomBatchSampler,
+    load_with_format,
+    row_token_lengths,
+)
 from embedlab.formats import detect_format
-from embedlab.losses import MultipleNegativesRankingLoss
+from embedlab.losses import CoSENTLoss, MultipleNegativesRankingLoss
 from embedlab.model import EmbeddingModel
 from embedlab.trainer import Trainer, latest_checkpoint
-from test_trainer import Interrupt, _args
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _args(**overrides) -> TrainingConfig:
+    return TrainingConfig(**{"batch_size": 8, "learning_rate": 1e-3, "show_progress_bar": False, **overrides})
 
 
 def _rows(count: int, seed: int = 0):
@@ -115,7 +128,8 @@ def test_grouped_batches_are_the_same_global_stream_for_one_and_two_workers(tiny
         return [indices for _, indices, _ in trainer.worker_batches(0)]
 
     one = batches(1, 0)
-    assert one != [indices for _, indices, _ in Trainer(MultipleNegativesRankingLoss(model), dataset, detected, _args(max_steps=None, save_steps=None), tmp_path / "o").worker_batches(0)]
+    random_batches = Trainer(MultipleNegativesRankingLoss(model), dataset, detected, _args(max_steps=None, save_steps=None, group_by_length=False), tmp_path / "o")
+    assert one != [indices for _, indices, _ in random_batches.worker_batches(0)]
     halves = [batches(2, rank) for rank in range(2)]
     assert [first + second for first, second in zip(*halves, strict=True)] == one
 
@@ -150,3 +164,23 @@ def test_a_grouped_run_resumes_exactly_and_a_mixture_groups_each_data_set(tiny_m
     expected = load_file(tmp_path / "whole" / "model" / "model.safetensors")
     got = load_file(tmp_path / "cut" / "model" / "model.safetensors")
     assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+@pytest.mark.parametrize(
+    ("loss_class", "setting", "grouped"),
+    [
+        (MultipleNegativesRankingLoss, "auto", True),  # measured to cost nothing: on by default
+        (MultipleNegativesRankingLoss, False, False),
+        (CoSENTLoss, "auto", False),  # measured to cost STSb Spearman: off unless asked
+        (CoSENTLoss, True, True),
+    ],
+)
+def test_auto_groups_by_length_only_for_the_losses_measured_to_lose_nothing(tiny_model_path, tmp_path, loss_class, setting, grouped):
+    rng = random.Random(0)
+    write_jsonl(tmp_path / "pairs.jsonl", [{"sentence1": f"q{i} " + sentence(rng), "sentence2": f"p{i} " + sentence(rng), "score": rng.random()} for i in range(20)])
+    dataset, detected = load_with_format(DataSource(str(tmp_path / "pairs.jsonl")))
+    if loss_class is MultipleNegativesRankingLoss:
+        dataset, detected = dataset.remove_columns("score"), detect_format(dataset.remove_columns("score"))
+    model = EmbeddingModel(str(tiny_model_path), device="cpu")
+    trainer = Trainer(loss_class(model), dataset, detected, _args(max_steps=None, save_steps=None, group_by_length=setting), tmp_path / "out")
+    assert (trainer.sampler.lengths is not None) == grouped

@@ -39,6 +39,7 @@ class MultipleNegativesSymmetricRankingLoss(MultipleNegativesRankingLoss):
     """
 
     formats = ("anchor_positive_pairs",)
+    group_by_length = False  # unmeasured for this loss: random batches unless asked (see MultipleNegativesRankingLoss)
     # The sweep's default search space (embedlab addition): the parameters worth tuning, and where.
     search_space = {"scale": {"loguniform": [5.0, 50.0]}}
 
