@@ -262,7 +262,7 @@ def test_a_sweep_space_reaches_the_mining_settings(tmp_path, tiny_model_path, pa
     with pytest.raises(EmbedlabError, match="rnage_min"):
         _check_config_key(config, "data.train.convert.mine.rnage_min", 3)
     params = {"loss": "MultipleNegativesRankingLoss", "data.train.convert.mine.range_min": 3, "data.train.convert.mine.relative_margin": 0.05, "training.learning_rate": 1e-4}
-    trial = trial_config(config.to_dict(), params, {}, [], str(tmp_path / "trial"))
+    trial = trial_config(config.to_dict(), params, {"train": {}}, [], str(tmp_path / "trial"))
     mining = trial.data.train.convert.mine
     assert (mining.range_min, mining.relative_margin, mining.num_negatives, trial.training.learning_rate) == (3, 0.05, 2, 1e-4)
 
