@@ -13,7 +13,10 @@ A trial with one worker runs the in-process trainer inside its Tune trial (no wo
 with more it launches a Ray Train `TorchTrainer` whose reports reach Tune through `TuneReportCallback`.
 Trials report at every evaluation, so ASHA can stop weak ones. Each trial trains in
 `<output_dir>/trials/<trial_id>`; an interrupted sweep resumes (`--resume`) without rerunning finished trials,
-and an unfinished trial resumes from its own last checkpoint.
+and an unfinished trial resumes from its own last checkpoint. Tune reuses trial processes, where a trial finds
+the data, evaluators and base model an earlier trial loaded (embedlab.trial_cache); a trial saves its model
+only when it ranks among the `search.keep_models` best so far (BestModels), and the sweep keeps those of its
+best trials (`prune_models`). `search.gpus_per_trial` may be a fraction: trials share a GPU (`check_gpus`).
 
 A trial can fail: it raises (Tune records the error and the sweep goes on), its metric is NaN (a diverged
 loss) or it never reports the metric. Each trial's outcome is its `status` in `trials.csv` and in its MLflow
