@@ -133,7 +133,8 @@ def test_workers_split_each_global_batch_so_every_worker_count_sees_the_same_str
     dataset, detected = load_with_format(DataSource(str(tmp_path / "pairs.csv")))
 
     def shards(world_size, rank, batch_size):
-        args = _args(max_steps=None, batch_size=batch_size, save_steps=None)
+        # random batches, so the short last batch comes last (length-grouped ones: test_length_grouping.py)
+        args = _args(max_steps=None, batch_size=batch_size, save_steps=None, group_by_length=False)
         trainer = Trainer(MultipleNegativesRankingLoss(model), dataset, detected, args, tmp_path / "out", rank=rank, world_size=world_size)
         return [(indices, rows) for _, indices, rows in trainer.worker_batches(0)]
 
