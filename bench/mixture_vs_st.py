@@ -98,7 +98,11 @@ def embedlab_trainer(model_path, max_steps: int, folder: str):
     set_seed(seed)
     model = EmbeddingModel(str(model_path), device="cpu")
     losses = LossMixture({name: build_loss(config.loss_for(name).name, model, config.loss_for(name).params, formats[name]) for name in NAMES})
-    training = dataclasses.replace(config.training, max_steps=max_steps, mixture="round_robin", eval_steps=None, save_steps=None, resume=False, show_progress_bar=False)
+    # group_by_length off: the reference has no length grouping, and the same batches need the same sampler.
+    training = dataclasses.replace(
+        config.training, max_steps=max_steps, mixture="round_robin", group_by_length=False,
+        eval_steps=None, save_steps=None, resume=False, show_progress_bar=False,
+    )
     return Trainer(losses, data, formats, training, OUT / folder)
 
 
