@@ -607,7 +607,7 @@ def open_sweep_run(sweep: Sweep):
     """The sweep's parent MLflow run (reopened on --resume); None when tracking is off."""
     if sweep.tracking_uri is None:
         return None
-    tags = {"sweep": sweep.name, "data_format": sweep.format_key, tracking.PRIMARY_METRIC_TAG: sweep.metric}
+    tags = {"sweep": sweep.name, "data_format": sweep.format_key, tracking.PRIMARY_METRIC_TAG: tracking.metric_key(sweep.metric)}
     experiment = sweep.config.tracking.experiment or sweep.name
     key = f"{sweep.output_dir}#sweep"
     parent = tracking.Tracker.open(sweep.tracking_uri, experiment, key, f"sweep-{sweep.name}", tags, sweep.output_dir)

@@ -223,7 +223,7 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        items = [Metric(metric_key(key), float(value), now, step) for key, value in metrics.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
         if self.reused:  # a resumed run recomputes the steps after its last checkpoint: record each step once
             items = [item for item in items if step > self._last_step(item.key)]
         for item in items:
@@ -376,10 +376,17 @@ def run_params(config: Config, loss, format_key: str) -> dict:
     return params
 
 
+def metric_key(name: str) -> str:
+    """A metric's name as MLflow records it. MLflow refuses any character but letters, digits and `_-. :/`
+    (and with it the whole batch of metrics), so the retrieval metrics' `@k` (cosine_ndcg@10) becomes `_k`
+    (cosine_ndcg_10), as the Hugging Face trainer's MLflow callback writes them."""
+    return re.sub(r"[^0-9A-Za-z_\-. :/]", "_", name)
+
+
 def run_tags(config: Config, format_key: str, primary_metric: str | None, sweep: str | None = None) -> dict:
     tags = {"data_format": format_key, "loss": config.loss_names()}
     if primary_metric:
-        tags[PRIMARY_METRIC_TAG] = primary_metric
+        tags[PRIMARY_METRIC_TAG] = metric_key(primary_metric)
     if sweep:
         tags["sweep"] = sweep
     return tags

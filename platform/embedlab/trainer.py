@@ -219,7 +219,7 @@ class Trainer:
         if self.total_steps == 0:
             rows = sum(len(rows) for rows in self.datasets.values())
             raise EmbedlabError(f"no training steps: {rows} rows give fewer batches than the {world_size} workers")
-        self.optimizer = make_optimizer(loss, args)
+        self.optimizer = make_optimizer(self.loss, args)
         self.autocast_dtype = autocast_dtype(args.mixed_precision, self.model.device)
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
         self.scaler = torch.amp.GradScaler(self.model.device.type, enabled=self.autocast_dtype == torch.float16)

@@ -169,3 +169,19 @@ def test_prompts_of_a_trained_mixture_encode_the_same_in_sentence_transformers(t
     for name in ("pairs/anchor", "scores"):
         torch.testing.assert_close(torch.tensor(ours.encode(texts, prompt_name=name)), torch.tensor(theirs.encode(texts, prompt_name=name)), atol=1e-6, rtol=0)
     assert not torch.allclose(torch.tensor(ours.encode(texts, prompt_name="scores")), torch.tensor(ours.encode(texts)), atol=1e-4)
+
+
+def test_the_trainer_takes_a_plain_mapping_of_losses(tmp_path, tiny_model_path, mixture_files):
+    from embedlab.config import DataSource, TrainingConfig
+    from embedlab.data import load_with_format
+    from embedlab.losses import CoSENTLoss, MultipleNegativesRankingLoss
+    from embedlab.trainer import Trainer
+
+    model = EmbeddingModel(str(tiny_model_path), device="cpu")
+    loaded = {name: load_with_format(DataSource(str(mixture_files[name]))) for name in ("scores", "pairs")}
+    losses = {"scores": CoSENTLoss(model), "pairs": MultipleNegativesRankingLoss(model)}  # the Python API's shape, as the docstring says
+    args = TrainingConfig(batch_size=4, max_steps=2, save_steps=None, show_progress_bar=False)
+    trainer = Trainer(losses, {name: rows for name, (rows, _) in loaded.items()}, {name: fmt for name, (_, fmt) in loaded.items()}, args, tmp_path / "out")
+    before = next(model.parameters()).detach().clone()
+    trainer.train()
+    assert trainer.global_step == 2 and not torch.equal(before, next(model.parameters()))

@@ -294,3 +294,14 @@ def test_redaction_keeps_column_names_booleans_and_hosts():
     assert redacted["model"] == {"use_auth_token": True, "token": "***"}  # a switch is no secret; the token is
     assert redact("https://host.example/search?email=a@b.com") == "https://host.example/search?email=a@b.com"
     assert redact("https://alice:pw@host.example/x") == "https://***@host.example/x"
+
+
+def test_retrieval_metric_names_are_recorded_under_names_mlflow_accepts(tmp_path, capsys):
+    # MLflow refuses `@` in a metric name, and with it every metric of the batch: no metric may be lost to it.
+    tracker = tracking.Tracker.open(local_store(tmp_path), "exp", "key", "run", {}, tmp_path)
+    tracker.log_tags(tracking.run_tags(Config.from_dict({"data": {"train": "x.csv"}}), "anchor_positive_pairs", "dev_cosine_ndcg@10"))
+    tracker.log_metrics({"dev_cosine_ndcg@10": 0.5, "dev_cosine_accuracy@1": 0.25, "train_loss": 1.5}, step=3)
+    found = MlflowClient(local_store(tmp_path)).get_run(tracker.run_id)
+    assert found.data.metrics == {"dev_cosine_ndcg_10": 0.5, "dev_cosine_accuracy_1": 0.25, "train_loss": 1.5}
+    assert found.data.tags[tracking.PRIMARY_METRIC_TAG] == "dev_cosine_ndcg_10"
+    assert "fallback" not in capsys.readouterr().err
