@@ -175,6 +175,7 @@ class Tracker:
         self.system_metrics = False  # whether the process that trains records them (start_system_metrics)
         self.register: str | None = None  # the registered model this run's model becomes a version of
         self.monitor = None  # MLflow's system metrics thread, while it runs
+        self._scratch: tempfile.TemporaryDirectory | None = None  # see scratch()
 
     @classmethod
     def open(cls, uri: str, experiment: str, key: str, run_name: str, tags: dict, folder: Path, parent_run_id: str | None = None, reuse: bool = True) -> "Tracker":
@@ -192,6 +193,13 @@ class Tracker:
         tracker = cls(uri, run_id, experiment, folder)
         tracker.key, tracker.reused = key, bool(found)
         return tracker
+
+    def scratch(self) -> Path:
+        """A folder for the redacted copies logged during the run. It lives as long as the tracker: if the
+        store fails later, the journal replayed into the fallback store still finds the files."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="embedlab-redacted-")
+        return Path(self._scratch.name)
 
     def location(self) -> dict:
         """What a worker or trial needs to log into this run."""
@@ -647,10 +655,9 @@ def log_config_now(tracker: Tracker, path: Path) -> None:
     """The run's redacted config as an artifact from its start: a run stopped or failed before its end has
     one too, and MLflow 3.17's compare page fails its Artifacts section ("Something went wrong with this
     section") when one of the compared runs has no artifact at all (README: Tracking in MLflow)."""
-    with tempfile.TemporaryDirectory(prefix="embedlab-redacted-") as scratch:
-        copy = _redacted_copy(path, Path(scratch), _redact_yaml)
-        if copy is not None:
-            tracker.log_artifact(copy)
+    copy = _redacted_copy(path, tracker.scratch(), _redact_yaml)
+    if copy is not None:
+        tracker.log_artifact(copy)
 
 
 def finish_run(tracker: Tracker | None, output_dir: Path, test_metrics: dict, step: int) -> None:

@@ -305,3 +305,14 @@ def test_retrieval_metric_names_are_recorded_under_names_mlflow_accepts(tmp_path
     assert found.data.metrics == {"dev_cosine_ndcg_10": 0.5, "dev_cosine_accuracy_1": 0.25, "train_loss": 1.5}
     assert found.data.tags[tracking.PRIMARY_METRIC_TAG] == "dev_cosine_ndcg_10"
     assert "fallback" not in capsys.readouterr().err
+
+
+def test_a_store_that_fails_mid_run_leaves_the_fallback_the_config_logged_at_the_start(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"tracking": {"uri": SERVER}}))
+    tracker = tracking.Tracker.open(local_store(tmp_path / "primary"), "exp", "key", "run", {}, tmp_path / "out")
+    tracking.log_config_now(tracker, tmp_path / "config.yaml")
+    tracker.client = BrokenStore()  # the store goes down mid-run: the journal is replayed into the fallback
+    tracker.log_metrics({"dev_spearman_cosine": 0.5}, step=2)
+    assert tracker.fell_back and tracker.lost == 0, capsys.readouterr().err
+    fallback = MlflowClient(local_store(tmp_path / "out", "mlflow-fallback.db"))
+    assert [item.path for item in fallback.list_artifacts(tracker.run_id)] == ["config.yaml"]
