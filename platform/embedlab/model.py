@@ -89,12 +89,14 @@ class Transformer(nn.Module):
     def embedding_dimension(self) -> int:
         return self.auto_model.config.hidden_size
 
+    def _prepared(self, texts: list[str]) -> list[str]:
+        """Texts as the tokenizer gets them: lower-cased if the model asks for it, stripped."""
+        return [(text.lower() if self.do_lower_case else text).strip() for text in texts]
+
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
-        if self.do_lower_case:
-            texts = [text.lower() for text in texts]
         return dict(
             self.tokenizer(
-                [text.strip() for text in texts],
+                self._prepared(texts),
                 padding=True,
                 truncation="longest_first",
                 max_length=self.max_seq_length,
@@ -104,9 +106,7 @@ class Transformer(nn.Module):
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Each text's number of tokens as `tokenize` makes them (truncated, special tokens included), unpadded."""
-        if self.do_lower_case:
-            texts = [text.lower() for text in texts]
-        encoded = self.tokenizer([text.strip() for text in texts], truncation="longest_first", max_length=self.max_seq_length)
+        encoded = self.tokenizer(self._prepared(texts), truncation="longest_first", max_length=self.max_seq_length)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
