@@ -20,7 +20,7 @@ from embedlab.losses import build_loss, check_format, get_loss_class
 from embedlab.model import EmbeddingModel, resolve_model_path
 from embedlab.model_card import write_model_card
 from embedlab.prompts import resolve_prompts, store_prompts
-from embedlab.trainer import LossMixture, Trainer, make_sampler, set_seed
+from embedlab.trainer import LossMixture, Trainer, make_sampler, packs_sequences, set_seed
 
 
 @dataclass
@@ -179,6 +179,7 @@ def check_training(config: Config, dataset, detected, loss) -> None:
                 f"use a batch of at most {len(rows) // workers}{' per worker' if workers > 1 else ''}"
             )
     make_sampler(args, loss, dataset, detected, workers)  # the sampler's constructor checks its own needs
+    packs_sequences(args, loss.model)
 
 
 def check_distributed(config: Config) -> None:

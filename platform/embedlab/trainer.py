@@ -69,6 +69,14 @@ def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int 
     return SAMPLERS[name](dataset, detected, args.batch_size * world_size, args.seed if seed is None else seed, args.drop_last, lengths)
 
 
+def packs_sequences(args: TrainingConfig, model) -> bool:
+    """Whether `embed` packs texts into shared rows: `training.pack_sequences`, where auto asks the model."""
+    unsupported = model.transformer.packing_unsupported()
+    if args.pack_sequences is True and unsupported:
+        raise EmbedlabError(f"training.pack_sequences is true, but {unsupported}: set it to auto or false to train padded batches")
+    return args.pack_sequences is not False and unsupported is None
+
+
 def groups_by_length(args: TrainingConfig, loss) -> bool:
     """Whether a data set's batches are length-grouped: `training.group_by_length`, where auto asks the loss."""
     if args.group_by_length == "auto":
@@ -219,6 +227,7 @@ class Trainer:
         if self.total_steps == 0:
             rows = sum(len(rows) for rows in self.datasets.values())
             raise EmbedlabError(f"no training steps: {rows} rows give fewer batches than the {world_size} workers")
+        self.model.pack_sequences = packs_sequences(args, self.model)
         self.optimizer = make_optimizer(self.loss, args)
         self.autocast_dtype = autocast_dtype(args.mixed_precision, self.model.device)
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.

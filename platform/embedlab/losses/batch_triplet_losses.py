@@ -49,7 +49,7 @@ class _BatchTripletBase(nn.Module):
         self.triplet_margin = margin
 
     def forward(self, sentence_features: list[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        embeddings = self.model(sentence_features[0])["sentence_embedding"]
+        embeddings = self.model.embed(sentence_features[:1])[0]
         return self.loss_from_distances(labels.view(-1), self.distance_metric(embeddings))
 
     def get_config_dict(self) -> dict:

@@ -75,7 +75,7 @@ def embed_without_graph(model, sentence_features, mini_batch_size: int, num_toke
         for batch in tqdm(batches, desc="Embed mini-batches", disable=not show_progress_bar, leave=False):
             column_states.append(_rng_state(device))
             with torch.no_grad():
-                column.append(model(dict(batch))["sentence_embedding"].detach().requires_grad_())
+                column.append(model.embed([dict(batch)])[0].detach().requires_grad_())
         embeddings.append(column)
         states.append(column_states)
     return embeddings, states
@@ -125,7 +125,7 @@ def cached_loss(
                     context = _with_rng(state, device)
                     try:
                         with autocast:
-                            recomputed = model(dict(batch))["sentence_embedding"]
+                            recomputed = model.embed([dict(batch)])[0]
                     finally:
                         context.__exit__(None, None, None)
                     (recomputed * gradient).sum().backward()
