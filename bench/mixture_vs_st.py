@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "mixture_stsb_sick_trec.yaml"
 parser = argparse.ArgumentParser()
 parser.add_argument("--smoke-test", action="store_true", help="64 rows per data set and 3 turns: checks the wiring")
+parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="the first seed runs every control; each further seed one more embedlab / reference pair (their own batches)")
 parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "mixture_vs_st.json"))
 args = parser.parse_args()
 
@@ -62,7 +63,8 @@ loaded = run.load_inputs(config)
 data, formats, test_evaluators = loaded.dataset, loaded.detected, loaded.test_evaluators
 NAMES = list(data)  # config order: stsb, sick, trec (both trainers take turns in this order)
 steps = TURNS * len(NAMES)
-batch_size, seed, learning_rate = config.training.batch_size, config.training.seed, config.training.learning_rate
+batch_size, learning_rate = config.training.batch_size, config.training.learning_rate
+seed = args.seeds[0]  # the runs' seed: set per pair in step 4
 SCORES = {"stsb": "sts-test_spearman_cosine", "sick": "sick-test_spearman_cosine", "trec": "trec-test_cosine_ndcg@10", "trec_map@100": "trec-test_cosine_map@100"}
 OUT = Path("/tmp/embedlab-bench-mixture-vs-st")
 shutil.rmtree(OUT, ignore_errors=True)
@@ -100,7 +102,7 @@ def embedlab_trainer(model_path, max_steps: int, folder: str):
     losses = LossMixture({name: build_loss(config.loss_for(name).name, model, config.loss_for(name).params, formats[name]) for name in NAMES})
     # group_by_length off: the reference has no length grouping, and the same batches need the same sampler.
     training = dataclasses.replace(
-        config.training, max_steps=max_steps, mixture="round_robin", group_by_length=False,
+        config.training, max_steps=max_steps, seed=seed, mixture="round_robin", group_by_length=False,
         eval_steps=None, save_steps=None, resume=False, show_progress_bar=False,
     )
     return Trainer(losses, data, formats, training, OUT / folder)
@@ -210,6 +212,11 @@ RUNS = {
 for key, train in RUNS.items():
     results[key] = train()
     print(key, results[key], flush=True)
+# Further seeds: another pair each, own batches and dropout, to see the gaps beyond one seed's noise.
+results["seeds"] = {args.seeds[0]: {key: results[key] for key in ("embedlab", "sentence_transformers")}}
+for seed in args.seeds[1:]:
+    results["seeds"][seed] = {"embedlab": train_embedlab(MODEL, f"embedlab-{seed}"), "sentence_transformers": train_st(MODEL, MultiDatasetBatchSamplers.ROUND_ROBIN, f"st-{seed}")}
+    print(seed, results["seeds"][seed], flush=True)
 
 # 5. the goals and the report
 METRICS = ("stsb", "sick", "trec")  # the goal's; MAP@100 is reported beside them
@@ -224,7 +231,11 @@ for key, (ours, reference) in PAIRS.items():
 results["throughput_ratio"] = results["sentence_transformers"]["train_seconds"] / results["embedlab"]["train_seconds"]
 results["throughput_ratio_same_batches"] = results["sentence_transformers_embedlab_batches"]["train_seconds"] / results["embedlab"]["train_seconds"]
 results["throughput_ratio_no_dropout"] = results["sentence_transformers_embedlab_batches_no_dropout"]["train_seconds"] / results["embedlab_no_dropout"]["train_seconds"]
-results["metrics_within_0.005"] = all(abs(results["gaps"][name]) <= 0.005 for name in METRICS)
+per_seed = results["seeds"].values()
+results["gaps_per_seed"] = {seed: {name: pair["embedlab"][name] - pair["sentence_transformers"][name] for name in SCORES} for seed, pair in results["seeds"].items()}
+results["mean_gaps"] = {name: sum(gaps[name] for gaps in results["gaps_per_seed"].values()) / len(per_seed) for name in SCORES}
+results["mean_throughput_ratio"] = sum(pair["sentence_transformers"]["train_seconds"] / pair["embedlab"]["train_seconds"] for pair in per_seed) / len(per_seed)
+results["metrics_within_0.005"] = all(abs(results["mean_gaps"][name]) <= 0.005 for name in METRICS)
 Path(args.output).parent.mkdir(parents=True, exist_ok=True)
 Path(args.output).write_text(json.dumps(results, indent=2))
 print(json.dumps(results, indent=2))
@@ -240,5 +251,9 @@ for key in RUNS:
 print()
 for key in PAIRS:
     print(f"{key}: " + ", ".join(f"{name} {gap:+.4f}" for name, gap in results[key].items()))
-print(f"each metric within 0.005 of the reference: {results['metrics_within_0.005']}")
+for seed, gaps in results["gaps_per_seed"].items():
+    ratio = results["seeds"][seed]["sentence_transformers"]["train_seconds"] / results["seeds"][seed]["embedlab"]["train_seconds"]
+    print(f"seed {seed}: " + ", ".join(f"{name} {gap:+.4f}" for name, gap in gaps.items()) + f"; throughput ratio {ratio:.2f}")
+print("mean over seeds: " + ", ".join(f"{name} {gap:+.4f}" for name, gap in results["mean_gaps"].items()) + f"; throughput ratio {results['mean_throughput_ratio']:.2f}")
+print(f"each metric's mean gap within 0.005 of the reference: {results['metrics_within_0.005']}")
 print(f"throughput ratio embedlab / reference: {results['throughput_ratio']:.2f} (own batches), {results['throughput_ratio_same_batches']:.2f} (same batches), {results['throughput_ratio_no_dropout']:.2f} (same batches, no dropout)")
