@@ -46,7 +46,7 @@ evaluator = EmbeddingSimilarityEvaluator(test["sentence1"], test["sentence2"], t
 
 def padding_share(trainer: Trainer, model, packed: bool) -> float:
     """Pad tokens / all tokens the forward passes of epoch 0 run: each column padded to its batch's
-    longest text, or (packed) the rows of all columns' texts, each row as long as the batch's longest."""
+    longest text, or (packed) the rows of all columns' texts, as Transformer.forward_packed packs them."""
     counts = {column: model.token_counts(train[column]) for column in train_format.input_columns}
     padded = real = 0
     for batch in trainer.sampler.batches(0):
@@ -54,7 +54,7 @@ def padding_share(trainer: Trainer, model, packed: bool) -> float:
         real += sum(sum(column) for column in lengths.values())
         if packed:
             every_text = [length for column in lengths.values() for length in column]
-            padded += pack_lengths(every_text, max(every_text))[1] * max(every_text)
+            padded += min(pack_lengths(every_text, capacity)[1] * capacity for capacity in (max(every_text), 2 * max(every_text)))
         else:
             padded += sum(max(column) * len(column) for column in lengths.values())
     return (padded - real) / padded
