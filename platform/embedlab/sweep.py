@@ -31,7 +31,6 @@ import fcntl
 import inspect
 import json
 import math
-import numbers
 import os
 import shutil
 from dataclasses import dataclass
@@ -43,11 +42,11 @@ from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
 from embedlab.losses import CATALOGUE, check_format, get_loss_class
+from embedlab.tune_report import METRIC_STATUS, SweepReportCallback, for_tune, is_number
 
 RANGE_KINDS = ("loguniform", "uniform", "int")
 NO_MODIFIER = "none"
 TRIAL_METRICS = ("trial_id", "loss_name", "step", "training_iteration")  # reported next to the evaluator metrics
-METRIC_STATUS = "metric_status"  # in every report: ok | nan | missing, what the sweep's metric really was (see for_tune)
 FINISHED = "trial_finished"  # in a trial's last report only: a trial whose last report lacks it was stopped early
 # A trial's status, the first that applies: error (it raised), missing (it never reported), stopped (the scheduler
 # stopped it before its end; its metric is its last report's, possibly nan), nan / missing (it finished with a NaN
@@ -345,28 +344,6 @@ def trial_config(base: dict, params: dict, loss_params: dict, modifiers: list, o
     return Config.from_dict(raw)
 
 
-def for_tune(metrics: dict, metric: str, mode: str) -> dict:
-    """What a trial reports to Tune: its metrics, with the sweep's metric always a number that can be compared.
-
-    Tune ends the whole sweep on a result without the metric (its strict metric check), Optuna refuses NaN as a
-    trial value (Ray's OptunaSearch logs the refusal and leaves the Optuna trial unfinished) and ASHA never stops
-    a NaN trial (NaN < cutoff is false) while its percentile cutoffs skip NaN. So a NaN (or infinite) or missing
-    metric is reported as the worst value there is, -inf for mode max (+inf for min): ASHA stops the trial at its
-    next rung, TPE records it as the worst trial (and learns to avoid its region), and `metric_status` says what
-    the metric really was; the summary reads it back, so trials.csv and the best-trial choice never see the
-    stand-in. The trial's own MLflow run records the true values (NaN as NaN)."""
-    value = metrics.get(metric)
-    status = "missing" if not _is_number(value) else ("ok" if math.isfinite(value) else "nan")
-    reported = {**metrics, METRIC_STATUS: status}
-    if status != "ok":
-        reported[metric] = -math.inf if mode == "max" else math.inf
-    return reported
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's scalars too
-
-
 class TuneReport:
     """Reports every evaluation but the last to Tune; the trial reports the last one with its test metrics."""
 
@@ -378,18 +355,6 @@ class TuneReport:
 
         if step < trainer.total_steps:
             tune.report(for_tune({**metrics, **self.extra, "step": step}, self.metric, self.mode))
-
-
-def _ray_train_report_callback(extra: dict, metric: str, mode: str):
-    """Ray Train's TuneReportCallback (a multi-worker trial's reports to Tune), through `for_tune`."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    class SweepReportCallback(TuneReportCallback):
-        def after_report(self, run_context, metrics, checkpoint):
-            first = for_tune({**metrics[0], **extra}, metric, mode)
-            super().after_report(run_context, [first, *metrics[1:]], checkpoint)
-
-    return SweepReportCallback()
 
 
 def train_trial(
@@ -430,7 +395,7 @@ def train_trial(
         from embedlab.ray_train import train_on_ray
 
         config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=gpus > 0, cpus_per_worker=cpus_per_worker, check_resources=False)
-        callbacks = [_ray_train_report_callback(extra, metric, mode)]
+        callbacks = [SweepReportCallback(extra, metric, mode)]
         prepared = trial_cache.prepare(config, device="cpu")
         model_files = trial_cache.base_model_files(config)  # the workers apply the trial's model settings themselves
         results = train_on_ray(prepared, evaluate_before=False, callbacks=callbacks, model_files=model_files, keep_model=best_models.claim, **tracked)
@@ -752,7 +717,7 @@ def trial_row(sweep: Sweep, result) -> dict:
     config = result.config or metrics.get("config") or _trial_params(result.path)
     error = getattr(result, "error", None)
     reported = metrics.get(sweep.metric)
-    if metrics.get(METRIC_STATUS) == "missing" or not _is_number(reported):
+    if metrics.get(METRIC_STATUS) == "missing" or not is_number(reported):
         value = None
     elif metrics.get(METRIC_STATUS) == "nan" or not math.isfinite(reported):
         value = math.nan  # the true value behind for_tune's stand-in
@@ -808,7 +773,7 @@ def _error_line(error: BaseException) -> str:
 
 
 def _finite(value) -> bool:
-    return _is_number(value) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 def _counts(rows: list[dict]) -> str:
