@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # GPU check: 200 steps of MultipleNegativesRankingLoss with all-MiniLM-L6-v2 on one GPU: in-process under
 # bf16 and under fp16 (with its gradient scaler), then on one Ray Train GPU worker (NCCL process group)
-# under bf16; prints throughput for each and the fp16 run's final loss scale.
-# Run: bash bench/gpu_check.sh     (on a CUDA machine, after scripts/setup.sh; about 2 minutes)
+# under bf16; then in-process bf16 with each batching: padded random batches, length-grouped padded batches,
+# random batches packed (training.pack_sequences); prints throughput for each and the fp16 run's final loss
+# scale, and checks that packed embeddings match padded ones on the GPU under bf16 autocast.
+# Run: bash bench/gpu_check.sh     (on a CUDA machine, after scripts/setup.sh; about 4 minutes)
 #      bash bench/gpu_check.sh --smoke-test    (20 steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +32,26 @@ report "in-process, fp16" bench/results/gpu_check/in_process_fp16
 "$PYTHON" -c "import sys, torch; s = torch.load(sys.argv[1], weights_only=True)['grad_scaler']; assert s and s['scale'] > 0, s; print(f'fp16 loss scale after $STEPS steps: {s[\"scale\"]:g}')" "bench/results/gpu_check/in_process_fp16/checkpoints/checkpoint-$STEPS/training_state.pt"
 "$PYTHON" -m embedlab.cli train "${COMMON[@]}" training.mixed_precision=bf16 output_dir=bench/results/gpu_check/ray_1gpu training.resume=false --workers 1 --gpu
 report "Ray Train, 1 GPU worker, bf16" bench/results/gpu_check/ray_1gpu
+
+# Batching, bf16 (the first run above is the default for MNRL: length-grouped and packed).
+for batching in "padded-random:false:false" "padded-grouped:true:false" "packed-random:false:true"; do
+  IFS=: read -r name grouped packed <<< "$batching"
+  "$PYTHON" -m embedlab.cli train "${COMMON[@]}" training.mixed_precision=bf16 "training.group_by_length=$grouped" \
+    "training.pack_sequences=$packed" "output_dir=bench/results/gpu_check/$name" training.resume=false
+  report "in-process, bf16, $name" "bench/results/gpu_check/$name"
+done
+# Packing on the GPU: the same embeddings as the padded forward (bf16 rounding aside), dropout off.
+"$PYTHON" - <<'PY'
+import torch
+from embedlab.model import EmbeddingModel
+model = EmbeddingModel("sentence-transformers/all-MiniLM-L6-v2", device="cuda").eval()
+texts = [["A man is playing a guitar on a stage in front of a large crowd.", "Hi", "A dog runs."], ["Music.", "Someone says hello to a friend.", "An animal is running in a big green field."]]
+columns = [{key: value.cuda() for key, value in model.tokenize(column).items()} for column in texts]
+with torch.autocast("cuda", dtype=torch.bfloat16):
+    padded = model.embed([dict(features) for features in columns])
+    model.pack_sequences = True
+    packed = model.embed([dict(features) for features in columns])
+difference = max((a.float() - b.float()).abs().max().item() for a, b in zip(padded, packed))
+print(f"packed vs padded embeddings on the GPU, bf16: largest difference {difference:.2e}")
+assert difference < 5e-2, difference
+PY
