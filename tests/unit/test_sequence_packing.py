@@ -13,7 +13,13 @@ from embedlab import run
 from embedlab.config import DataSource, TrainingConfig, load_config
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
-from embedlab.losses import BatchAllTripletLoss, CachedMultipleNegativesRankingLoss, CoSENTLoss
+from embedlab.losses import (
+    AdaptiveLayerLoss,
+    BatchAllTripletLoss,
+    CachedMultipleNegativesRankingLoss,
+    CoSENTLoss,
+    MatryoshkaLoss,
+)
 from embedlab.model import EmbeddingModel, pack_lengths
 from embedlab.trainer import Trainer
 
@@ -32,10 +38,17 @@ def _columns(model: EmbeddingModel, seed: int = 0, rows: int = 7) -> list[dict]:
 
 
 def _embed(model: EmbeddingModel, columns: list[dict], packed: bool) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-    """Embeddings of the columns and the gradients of a loss on them."""
+    """Embeddings of the columns and the gradients of a loss on them. Packed, it checks that texts did share rows."""
     model.pack_sequences = packed
     model.zero_grad()
-    embeddings = model.embed([dict(features) for features in columns])
+    shapes = []
+    hook = model.transformer.auto_model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(kwargs["input_ids"].shape), with_kwargs=True)
+    try:
+        embeddings = model.embed([dict(features) for features in columns])
+    finally:
+        hook.remove()
+    if packed:
+        assert len(shapes) == 1 and shapes[0][0] < sum(len(features["input_ids"]) for features in columns)
     sum((embedding * torch.linspace(-1, 1, embedding.shape[1])).sum() ** 2 for embedding in embeddings).backward()
     gradients = {name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
     return [embedding.detach() for embedding in embeddings], gradients
@@ -64,16 +77,32 @@ def test_pack_lengths_places_every_text_once_within_the_row_without_overlap():
     assert pack_lengths([5, 3, 2, 4, 1], 5) == ([(0, 0), (2, 0), (2, 3), (1, 0), (1, 4)], 3)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max", "lasttoken", "weightedmean"])
-def test_packed_embeddings_and_gradients_are_the_padded_ones(tiny_model_path, pooling):
+def test_packed_embeddings_and_gradients_are_the_padded_ones(tiny_model_path, pooling, attention):
     model = _without_dropout(EmbeddingModel(str(tiny_model_path), device="cpu"))
+    model.transformer.auto_model.set_attn_implementation(attention)
     model.set_pooling(pooling)
     columns = _columns(model)
+    columns[1]["token_type_ids"] = torch.randint(0, 2, columns[1]["input_ids"].shape, generator=torch.Generator().manual_seed(0))
     _assert_same(_embed(model, columns, packed=False), _embed(model, columns, packed=True))
 
 
-def test_packing_keeps_prompts_out_of_the_pooling(tiny_model_path):
+def test_rows_twice_the_longest_text_where_that_clearly_saves_padding(tiny_model_path):
+    """Texts of 22, 6 x 13, 5 and 3 tokens: 7 rows of 22 (154 slots) or 3 rows of 44 (132)."""
     model = _without_dropout(EmbeddingModel(str(tiny_model_path), device="cpu"))
+    words = [20, *[11] * 6, 3, 1]  # + [CLS] and [SEP]
+    columns = [model.tokenize([" ".join(["dog"] * count) for count in words])]
+    assert pack_lengths([count + 2 for count in words], 44)[1] == 3
+    shapes = []
+    model.transformer.auto_model.register_forward_pre_hook(lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    _assert_same(_embed(model, columns, packed=False), _embed(model, columns, packed=True))
+    assert shapes[-1] == (3, 44)
+
+
+def test_packing_keeps_prompts_out_of_the_pooling_and_follows_left_padding(tiny_model_path):
+    model = _without_dropout(EmbeddingModel(str(tiny_model_path), device="cpu"))
+    model.transformer.tokenizer.padding_side = "left"  # BERT then counts positions from the row's start: packing too
     model.set_include_prompt(False)
     columns = _columns(model)
     for features in columns:  # a two-token prompt, as the training collator marks it
@@ -92,6 +121,10 @@ def test_roberta_positions_restart_after_the_padding_index(tiny_model_path, tmp_
     model = _without_dropout(EmbeddingModel(str(tmp_path), device="cpu"))
     assert model.transformer.packing_unsupported() is None
     columns = _columns(model)
+    # A literal padding token inside a text: RoBERTa gives it the padding position and counts on after it.
+    columns[0] = model.tokenize(["the dog [PAD] runs in the park", *model.transformer.tokenizer.batch_decode(columns[0]["input_ids"][1:], skip_special_tokens=True)])
+    text = columns[0]["input_ids"][0][columns[0]["attention_mask"][0].bool()]
+    assert (text == tokenizer.pad_token_id).sum() == 1
     _assert_same(_embed(model, columns, packed=False), _embed(model, columns, packed=True))
 
 
@@ -136,6 +169,33 @@ def test_losses_that_embed_column_by_column_pack_too(tiny_model_path, loss_class
         torch.testing.assert_close(results[True][1][name], gradient, rtol=1e-4, atol=1e-6)
 
 
+def test_evaluation_never_packs(tiny_model_path):
+    model = EmbeddingModel(str(tiny_model_path), device="cpu")
+    model.pack_sequences = True
+    model.transformer.forward_packed = lambda features_list: pytest.fail("packed in eval mode")
+    model.eval()
+    model.embed(_columns(model))  # e.g. LabelAccuracyEvaluator runs SoftmaxLoss, which embeds
+    model.encode(["a dog runs", "the cat sits on the table"])
+
+
+@pytest.mark.parametrize("modifier", ["MatryoshkaLoss", "AdaptiveLayerLoss"])
+def test_modifiers_that_run_their_own_forward_train_as_padded_under_auto_and_refuse_true(tiny_model_path, score_pairs_file, tmp_path, modifier):
+    dataset, detected = load_with_format(DataSource(str(score_pairs_file)))
+    weights = {}
+    for pack in (False, "auto"):
+        model = _without_dropout(EmbeddingModel(str(tiny_model_path), device="cpu"))
+        loss = MatryoshkaLoss(model, CoSENTLoss(model), [32, 8]) if modifier == "MatryoshkaLoss" else AdaptiveLayerLoss(model, CoSENTLoss(model))
+        args = TrainingConfig(batch_size=8, max_steps=3, save_steps=None, learning_rate=1e-3, show_progress_bar=False, pack_sequences=pack)
+        Trainer(loss, dataset, detected, args, tmp_path / str(pack)).train()
+        weights[pack] = load_file(tmp_path / str(pack) / "model" / "model.safetensors")
+    for name, tensor in weights[False].items():
+        assert torch.equal(weights["auto"][name], tensor), name  # the same padded code path: the same bits
+
+    args = TrainingConfig(batch_size=8, max_steps=1, save_steps=None, show_progress_bar=False, pack_sequences=True)
+    with pytest.raises(EmbedlabError, match=rf"^training.pack_sequences is true, but {modifier} runs the model through its own forward"):
+        Trainer(loss, dataset, detected, args, tmp_path / "true")
+
+
 def test_auto_pads_where_packing_is_impossible_and_true_says_why_before_training(tiny_model_path, score_pairs_file, tmp_path):
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
 
@@ -145,9 +205,6 @@ def test_auto_pads_where_packing_is_impossible_and_true_says_why_before_training
     tokenizer.save_pretrained(tmp_path / "distilbert")
     model = EmbeddingModel(str(tmp_path / "distilbert"), device="cpu")
     assert "model type 'distilbert' is not one embedlab packs" in model.transformer.packing_unsupported()
-    bert = EmbeddingModel(str(tiny_model_path), device="cpu")
-    bert.transformer.tokenizer.padding_side = "left"  # BERT's padded forward would shift every position
-    assert bert.transformer.packing_unsupported() == "the tokenizer pads on the left"
 
     dataset, detected = load_with_format(DataSource(str(score_pairs_file)))
     args = TrainingConfig(batch_size=8, max_steps=1, save_steps=None, show_progress_bar=False)
