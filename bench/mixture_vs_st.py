@@ -45,6 +45,7 @@ CONFIG = ROOT / "experiments" / "configs" / "mixture_stsb_sick_trec.yaml"
 parser = argparse.ArgumentParser()
 parser.add_argument("--smoke-test", action="store_true", help="64 rows per data set and 3 turns: checks the wiring")
 parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="the first seed runs every control; each further seed one more embedlab / reference pair (their own batches)")
+parser.add_argument("--pairs-only", action="store_true", help="no control runs: only the embedlab / reference pair of each seed")
 parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "mixture_vs_st.json"))
 args = parser.parse_args()
 
@@ -209,6 +210,8 @@ RUNS = {
     "sentence_transformers_embedlab_batches_no_dropout": lambda: train_st(NO_DROPOUT, EmbedlabStream, "st-same-batches-no-dropout"),
     "embedlab_no_dropout": lambda: train_embedlab(NO_DROPOUT, "embedlab-no-dropout"),
 }
+if args.pairs_only:
+    RUNS = {key: run_pair for key, run_pair in RUNS.items() if key in ("embedlab", "sentence_transformers")}
 for key, train in RUNS.items():
     results[key] = train()
     print(key, results[key], flush=True)
@@ -226,11 +229,13 @@ PAIRS = {  # embedlab run - reference run
     "gaps_same_batches_no_dropout": ("embedlab_no_dropout", "sentence_transformers_embedlab_batches_no_dropout"),
     "reference_own_vs_embedlab_batches": ("sentence_transformers", "sentence_transformers_embedlab_batches"),
 }
+PAIRS = {key: (ours, reference) for key, (ours, reference) in PAIRS.items() if ours in RUNS and reference in RUNS}
 for key, (ours, reference) in PAIRS.items():
     results[key] = {name: results[ours][name] - results[reference][name] for name in SCORES}
 results["throughput_ratio"] = results["sentence_transformers"]["train_seconds"] / results["embedlab"]["train_seconds"]
-results["throughput_ratio_same_batches"] = results["sentence_transformers_embedlab_batches"]["train_seconds"] / results["embedlab"]["train_seconds"]
-results["throughput_ratio_no_dropout"] = results["sentence_transformers_embedlab_batches_no_dropout"]["train_seconds"] / results["embedlab_no_dropout"]["train_seconds"]
+if not args.pairs_only:
+    results["throughput_ratio_same_batches"] = results["sentence_transformers_embedlab_batches"]["train_seconds"] / results["embedlab"]["train_seconds"]
+    results["throughput_ratio_no_dropout"] = results["sentence_transformers_embedlab_batches_no_dropout"]["train_seconds"] / results["embedlab_no_dropout"]["train_seconds"]
 per_seed = results["seeds"].values()
 results["gaps_per_seed"] = {seed: {name: pair["embedlab"][name] - pair["sentence_transformers"][name] for name in SCORES} for seed, pair in results["seeds"].items()}
 results["mean_gaps"] = {name: sum(gaps[name] for gaps in results["gaps_per_seed"].values()) / len(per_seed) for name in SCORES}
@@ -256,4 +261,5 @@ for seed, gaps in results["gaps_per_seed"].items():
     print(f"seed {seed}: " + ", ".join(f"{name} {gap:+.4f}" for name, gap in gaps.items()) + f"; throughput ratio {ratio:.2f}")
 print("mean over seeds: " + ", ".join(f"{name} {gap:+.4f}" for name, gap in results["mean_gaps"].items()) + f"; throughput ratio {results['mean_throughput_ratio']:.2f}")
 print(f"each metric's mean gap within 0.005 of the reference: {results['metrics_within_0.005']}")
-print(f"throughput ratio embedlab / reference: {results['throughput_ratio']:.2f} (own batches), {results['throughput_ratio_same_batches']:.2f} (same batches), {results['throughput_ratio_no_dropout']:.2f} (same batches, no dropout)")
+if not args.pairs_only:
+    print(f"throughput ratio embedlab / reference: {results['throughput_ratio']:.2f} (own batches), {results['throughput_ratio_same_batches']:.2f} (same batches), {results['throughput_ratio_no_dropout']:.2f} (same batches, no dropout)")
