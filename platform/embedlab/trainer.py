@@ -71,12 +71,13 @@ def make_sampler(args: TrainingConfig, loss, dataset, detected, world_size: int 
 
 def packs_sequences(args: TrainingConfig, loss) -> bool:
     """Whether `embed` packs texts into shared rows: `training.pack_sequences`, where auto asks the model.
-    A loss modifier that runs the model through its own forward (MatryoshkaLoss, AdaptiveLayerLoss) trains
-    padded batches either way (EmbeddingModel.forward_replaced); true asks for packing everywhere."""
+    The loss modifiers (MatryoshkaLoss, AdaptiveLayerLoss, Matryoshka2dLoss) run the model through their own
+    forward and train padded batches either way (EmbeddingModel.forward_replaced); true asks for packing
+    everywhere, so it refuses them."""
     unsupported = loss.model.transformer.packing_unsupported()
     if args.pack_sequences is not True:
         return args.pack_sequences == "auto" and unsupported is None
-    modifier = next((module for module in loss.modules() if getattr(module, "replaces_model_forward", False)), None)
+    modifier = next((module for module in loss.modules() if getattr(module, "is_modifier", False)), None)
     if unsupported is None and modifier is not None:
         unsupported = f"{type(modifier).__name__} runs the model through its own forward, which packing would bypass"
     if unsupported:

@@ -106,8 +106,6 @@ class AdaptiveLayerLoss(nn.Module):
         loss = AdaptiveLayerLoss(model, MultipleNegativesRankingLoss(model))
     """
 
-    replaces_model_forward = True  # it runs the model through its own forward: no sequence packing
-
     is_modifier = True
     # It replays the transformer's layers through the model's forward, which a GradCache (cached) loss
     # calls in mini-batches without a graph and again inside backward: the replay cannot follow it.

@@ -89,8 +89,6 @@ class MatryoshkaLoss(nn.Module):
         loss = MatryoshkaLoss(model, CoSENTLoss(model), matryoshka_dims=[384, 128, 64])
     """
 
-    replaces_model_forward = True  # it runs the model through its own forward: no sequence packing
-
     is_modifier = True
     # Wraps GradCache losses too: it shrinks the cached embeddings inside `compute_loss_from_embeddings`.
     accepts_cached_losses = True
