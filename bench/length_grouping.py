@@ -23,9 +23,10 @@ from embedlab.config import DataSource, TrainingConfig
 from embedlab.data import load_with_format
 from embedlab.evaluation import EmbeddingSimilarityEvaluator
 from embedlab.losses import CoSENTLoss, MultipleNegativesRankingLoss
-from embedlab.model import DEFAULT_MODEL, EmbeddingModel, resolve_model_path
+from embedlab.model import DEFAULT_MODEL, EmbeddingModel
 from embedlab.trainer import Trainer, set_seed
 from sick_data import sick_formats, sick_split
+from st_reference import train_st_cosent
 
 ROOT = Path(__file__).resolve().parents[1]
 STSB = ROOT / "experiments" / "data" / "stsb"
@@ -83,23 +84,9 @@ if args.only in (None, "stsb"):
         for grouped in (False, True):
             results["runs"].append(train_embedlab("stsb", CoSENTLoss, train, train_format, evaluator, "sts-test_spearman_cosine", grouped, seed))
 
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers import losses as st_losses
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator as STEvaluator
 
-    st_model = SentenceTransformer(str(resolve_model_path(DEFAULT_MODEL)), device="cpu")
-    st_args = SentenceTransformerTrainingArguments(
-        output_dir="/tmp/st-bench-grouping", num_train_epochs=1, per_device_train_batch_size=16, learning_rate=2e-5, warmup_ratio=0.1,
-        seed=args.seeds[0], save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True, max_steps=3 if args.smoke_test else -1,
-    )  # fmt: skip
-    st_trainer = SentenceTransformerTrainer(model=st_model, args=st_args, train_dataset=train, loss=st_losses.CoSENTLoss(st_model))
-    start = time.perf_counter()
-    st_trainer.train()
-    seconds = time.perf_counter() - start
+    st_model, seconds = train_st_cosent(train, args.seeds[0], 3 if args.smoke_test else None, "/tmp/st-bench-grouping")
     score = STEvaluator(test["sentence1"], test["sentence2"], test["score"], name="sts-test")(st_model)["sts-test_spearman_cosine"]
     row = {"task": "stsb", "trainer": "sentence-transformers", "batches": "random", "seed": args.seeds[0], "score": score, "train_seconds": seconds, "rows_per_second": len(train) / seconds}
     print(json.dumps(row), flush=True)

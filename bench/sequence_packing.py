@@ -22,8 +22,9 @@ from embedlab.config import DataSource, TrainingConfig
 from embedlab.data import load_with_format
 from embedlab.evaluation import EmbeddingSimilarityEvaluator
 from embedlab.losses import CoSENTLoss
-from embedlab.model import DEFAULT_MODEL, EmbeddingModel, pack_lengths, resolve_model_path
+from embedlab.model import DEFAULT_MODEL, EmbeddingModel, pack_lengths
 from embedlab.trainer import Trainer, set_seed
+from st_reference import train_st_cosent
 
 ROOT = Path(__file__).resolve().parents[1]
 STSB = ROOT / "experiments" / "data" / "stsb"
@@ -81,22 +82,7 @@ def train_embedlab(packed: bool, seed: int) -> dict:
 
 # 3. sentence-transformers, the reference
 def train_reference(seed: int) -> dict:
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers import losses as st_losses
-
-    st_model = SentenceTransformer(str(resolve_model_path(DEFAULT_MODEL)), device="cpu")
-    st_args = SentenceTransformerTrainingArguments(
-        output_dir="/tmp/st-bench-packing", num_train_epochs=1, per_device_train_batch_size=16, learning_rate=2e-5, warmup_ratio=0.1,
-        seed=seed, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True, max_steps=steps or -1,
-    )  # fmt: skip
-    st_trainer = SentenceTransformerTrainer(model=st_model, args=st_args, train_dataset=train, loss=st_losses.CoSENTLoss(st_model))
-    start = time.perf_counter()
-    st_trainer.train()
-    seconds = time.perf_counter() - start
+    st_model, seconds = train_st_cosent(train, seed, steps, "/tmp/st-bench-packing")
     return {"trainer": "sentence-transformers", "batches": "padded", "seed": seed, "score": evaluator(st_model)["sts-test_spearman_cosine"], "train_seconds": seconds}
 
 
