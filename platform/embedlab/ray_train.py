@@ -44,27 +44,15 @@ WORKER_ERROR = "embedlab_error"  # carries a worker's EmbedlabError back to the 
 
 
 # --- the driver ---------------------------------------------------------------------------------
-def train_on_ray(
-    prepared: run.Prepared,
-    evaluate_before: bool = True,
-    callbacks=(),
-    tracking_parent: dict | None = None,
-    run_name: str | None = None,
-    run_key: str | None = None,
-    model_files: dict[str, bytes] | None = None,
-    keep_model=None,
-) -> dict:
-    """`run.train()` on Ray Train workers; returns the same dict. `callbacks` are Ray Train callbacks
-    (e.g. Tune's TuneReportCallback, when a sweep's trial runs a TorchTrainer). The driver opens the
-    MLflow run and records params and artifacts; rank 0 records the metrics into it. A sweep's trial
-    passes `model_files`, its base model already packed (see pack_shipment), and `keep_model(final
-    metrics)`, false when the trained model is not to be copied out of the last checkpoint."""
+def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True) -> dict:
+    """`run.train()` on Ray Train workers; returns the same dict. The driver opens the MLflow run and
+    records params and artifacts; rank 0 records the metrics into it."""
     import ray
     import ray.train
 
     config = prepared.config
     distributed = config.distributed
-    uri = tracking.resolve_uri(config, tracking_parent)  # before Ray starts: an unreachable server stops us here
+    uri = tracking.resolve_uri(config)  # before Ray starts: an unreachable server stops us here
     storage_path = storage_location(config)
     connect(distributed.address)
     check_multi_node(config, uri, count_nodes())
@@ -79,14 +67,14 @@ def train_on_ray(
             delete_run(storage_path, name)
         start_over(Path(config.output_dir))
     loss_line = f"{config.loss_names()} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
-    tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
+    tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent=None, run_name=None, run_key=None)
     # Ray Train's controller polls its workers every 2 s by default, and a finished run needs two polls
     # (one drains the last report, one sees the end): about 4 s of every run spent waiting. Its workers
     # and controller inherit the driver's setting.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     with run.failing_run(tracker):
-        shipment = ray.put(pack_shipment(prepared, model_files))
-        trainer = torch_trainer(prepared, tracker, storage_path, ray_run_name, callbacks, shipment)
+        shipment = ray.put(pack_shipment(prepared))
+        trainer = torch_trainer(prepared, tracker, storage_path, ray_run_name, shipment)
         try:
             result = trainer.fit()
         except ray.train.TrainingFailedError as error:
@@ -98,15 +86,14 @@ def train_on_ray(
             raise EmbedlabError(result.return_value[WORKER_ERROR])
         output_dir = Path(config.output_dir)
         final = {key: value for key, value in result.metrics.items() if key != "step"}
-        kept = keep_model is None or keep_model(final)
         with result.checkpoint.as_directory() as folder:
-            copy_files([name for name in RESULT_FILES if kept or name != "model"], Path(folder), output_dir)
+            copy_files(RESULT_FILES, Path(folder), output_dir)
             # Only the test evaluators use the trained model here.
             trained = EmbeddingModel(str(Path(folder) / "model"), device=str(prepared.model.device)) if prepared.test_evaluators else None
             return run.close_run(prepared, trained, tracker, before, final, result.metrics["step"])
 
 
-def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_name: str, callbacks, shipment):
+def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_name: str, shipment):
     """The TorchTrainer of a run: its workers, checkpoint policy (scored by the first evaluator), restarts."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -135,7 +122,6 @@ def torch_trainer(prepared: run.Prepared, tracker, storage_path: str, ray_run_na
                 checkpoint_score_order="max" if scored_by is None or scored_by.greater_is_better else "min",
             ),
             failure_config=ray.train.FailureConfig(max_failures=distributed.max_failures),
-            callbacks=list(callbacks),
         ),
     )
 
@@ -305,13 +291,11 @@ class Shipment:
     user_code: dict[str, bytes]  # file path below an import folder -> bytes
 
 
-def pack_shipment(prepared: run.Prepared, model_files: dict[str, bytes] | None = None) -> Shipment:
-    """`model_files`: the model's saved files when the caller has them (a sweep's base model: each worker
-    applies the run's model settings, as `run.prepare` does), else the prepared model is saved."""
+def pack_shipment(prepared: run.Prepared) -> Shipment:
     config = prepared.config
     models = {}
     if not config.model.trust_remote_code:  # remote code is not in a saved copy: workers load it by name
-        models["model"] = model_files or saved_files(prepared.model)
+        models["model"] = saved_files(prepared.model)
     parts = config.per_data_set(prepared.loss)
     for name, loss in parts.items():
         guide = next((module.guide for module in loss.modules() if isinstance(getattr(module, "guide", None), EmbeddingModel)), None)

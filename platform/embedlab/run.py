@@ -199,10 +199,20 @@ def evaluate_all(evaluators: list, model, output_path: Path | None = None, steps
     return metrics
 
 
-def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracking_parent: dict | None = None, run_name: str | None = None, run_key: str | None = None) -> dict:
+def train(
+    prepared: Prepared,
+    callbacks=(),
+    evaluate_before: bool = True,
+    tracking_parent: dict | None = None,
+    run_name: str | None = None,
+    run_key: str | None = None,
+    world_size: int = 1,
+) -> dict:
     """Trains; returns {"before": test metrics, "after": test metrics, "final": dev metrics, "step", "output_dir"}.
     `evaluate_before=False` skips the test evaluators on the untrained model (a sweep's trials);
-    `tracking_parent` (a sweep's parent run) nests this run's MLflow run under it."""
+    `tracking_parent` (a sweep's parent run) nests this run's MLflow run under it. `world_size` > 1: this
+    process is rank 0 of a process group whose other ranks train `make_trainer`'s Trainer alongside (a
+    sweep's trial group, embedlab.trial_group)."""
     config = prepared.config
     uri = tracking.resolve_uri(config, tracking_parent)  # an unreachable server stops us here
     if not config.training.resume:
@@ -212,19 +222,27 @@ def train(prepared: Prepared, callbacks=(), evaluate_before: bool = True, tracki
     if tracker is not None:
         callbacks = [tracking.TrackingCallback(tracker), *callbacks]  # recorded before Tune may stop the trial
     with failing_run(tracker):
-        trainer = Trainer(
-            prepared.loss,
-            prepared.dataset,
-            prepared.detected,
-            config.training,
-            Path(config.output_dir),
-            evaluators=prepared.evaluators,
-            callbacks=callbacks,
-            identity=prepared.identity,
-            prompts=prepared.prompts,
-        )
+        trainer = make_trainer(prepared, callbacks, rank=0, world_size=world_size)
         final = trainer.train()
         return close_run(prepared, prepared.model, tracker, before, final, trainer.global_step)
+
+
+def make_trainer(prepared: Prepared, callbacks=(), rank: int = 0, world_size: int = 1) -> Trainer:
+    """The run's Trainer; with `world_size` > 1, rank `rank` of a group whose ranks share the output folder."""
+    return Trainer(
+        prepared.loss,
+        prepared.dataset,
+        prepared.detected,
+        prepared.config.training,
+        Path(prepared.config.output_dir),
+        evaluators=prepared.evaluators,
+        callbacks=callbacks,
+        rank=rank,
+        world_size=world_size,
+        identity=prepared.identity,
+        prompts=prepared.prompts,
+        shared_output_dir=True,
+    )
 
 
 @contextmanager

@@ -10,8 +10,8 @@ common ones (learning rate, batch size, ...), sampled by Optuna's TPE, seeded. O
 common parameters (`training.mixture.temperature`, `training.mixture.weights.<data set>`).
 
 A trial with one worker runs the in-process trainer inside its Tune trial (no worker start-up per trial);
-with more it launches a Ray Train `TorchTrainer` whose reports reach Tune through `TuneReportCallback`.
-Trials report at every evaluation, so ASHA can stop weak ones. Each trial trains in
+with more, the trial process is rank 0 of a process group whose other ranks are actors it keeps from one
+trial to the next (embedlab.trial_group). Trials report at every evaluation, so ASHA can stop weak ones. Each trial trains in
 `<output_dir>/trials/<trial_id>`; an interrupted sweep resumes (`--resume`) without rerunning finished trials,
 and an unfinished trial resumes from its own last checkpoint. Tune reuses trial processes, where a trial finds
 the data, evaluators and base model an earlier trial loaded (embedlab.trial_cache); a trial saves its model
@@ -31,6 +31,7 @@ import fcntl
 import inspect
 import json
 import math
+import numbers
 import os
 import shutil
 from dataclasses import dataclass
@@ -42,11 +43,11 @@ from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
 from embedlab.losses import CATALOGUE, check_format, get_loss_class
-from embedlab.tune_report import METRIC_STATUS, SweepReportCallback, for_tune, is_number
 
 RANGE_KINDS = ("loguniform", "uniform", "int")
 NO_MODIFIER = "none"
 TRIAL_METRICS = ("trial_id", "loss_name", "step", "training_iteration")  # reported next to the evaluator metrics
+METRIC_STATUS = "metric_status"  # in every report: ok | nan | missing, what the sweep's metric really was (see for_tune)
 FINISHED = "trial_finished"  # in a trial's last report only: a trial whose last report lacks it was stopped early
 # A trial's status, the first that applies: error (it raised), missing (it never reported), stopped (the scheduler
 # stopped it before its end; its metric is its last report's, possibly nan), nan / missing (it finished with a NaN
@@ -344,6 +345,28 @@ def trial_config(base: dict, params: dict, loss_params: dict, modifiers: list, o
     return Config.from_dict(raw)
 
 
+def for_tune(metrics: dict, metric: str, mode: str) -> dict:
+    """What a trial reports to Tune: its metrics, with the sweep's metric always a number that can be compared.
+
+    Tune ends the whole sweep on a result without the metric (its strict metric check), Optuna refuses NaN as a
+    trial value (Ray's OptunaSearch logs the refusal and leaves the Optuna trial unfinished) and ASHA never stops
+    a NaN trial (NaN < cutoff is false) while its percentile cutoffs skip NaN. So a NaN (or infinite) or missing
+    metric is reported as the worst value there is, -inf for mode max (+inf for min): ASHA stops the trial at its
+    next rung, TPE records it as the worst trial (and learns to avoid its region), and `metric_status` says what
+    the metric really was; the summary reads it back, so trials.csv and the best-trial choice never see the
+    stand-in. The trial's own MLflow run records the true values (NaN as NaN)."""
+    value = metrics.get(metric)
+    status = "missing" if not is_number(value) else ("ok" if math.isfinite(value) else "nan")
+    reported = {**metrics, METRIC_STATUS: status}
+    if status != "ok":
+        reported[metric] = -math.inf if mode == "max" else math.inf
+    return reported
+
+
+def is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's scalars too
+
+
 class TuneReport:
     """Reports every evaluation but the last to Tune; the trial reports the last one with its test metrics."""
 
@@ -373,7 +396,8 @@ def train_trial(
     """Tune's trial function: one training run with the trial's loss and hyperparameters.
 
     Its data, evaluators and base model come from the trial's process when an earlier trial there loaded
-    the same (embedlab.trial_cache); its model is saved only when it ranks among the `keep_models` best so
+    the same (embedlab.trial_cache), and a trial of several workers trains on the ranks an earlier trial
+    started (embedlab.trial_group); its model is saved only when it ranks among the `keep_models` best so
     far (BestModels). A finished trial leaves `trial_result.json`: if the sweep is resumed before Tune
     recorded the trial as finished, the trial reports that result again instead of training again."""
     from ray import tune
@@ -390,17 +414,13 @@ def train_trial(
     extra = {"trial_id": trial_id, "loss_name": loss_label(params)}  # "loss" is the training loss's value
     # The trial's MLflow run is nested in the sweep's and found again by its key on --resume.
     tracked = {"tracking_parent": parent, "run_name": f"{loss_label(params)}-{trial_id}", "run_key": f"{parent['key']}/{trial_id}"} if parent else {}
-    best_models = BestModels(Path(base["output_dir"]), trial_id, metric, mode, keep_models)
+    callbacks = [TuneReport(extra, metric, mode), BestModels(Path(base["output_dir"]), trial_id, metric, mode, keep_models)]
     if workers > 1:
-        from embedlab.ray_train import train_on_ray
+        from embedlab import trial_group
 
-        config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=gpus > 0, cpus_per_worker=cpus_per_worker, check_resources=False)
-        callbacks = [SweepReportCallback(extra, metric, mode)]
-        prepared = trial_cache.prepare(config, device="cpu")
-        model_files = trial_cache.base_model_files(config)  # the workers apply the trial's model settings themselves
-        results = train_on_ray(prepared, evaluate_before=False, callbacks=callbacks, model_files=model_files, keep_model=best_models.claim, **tracked)
+        results = trial_group.train(config, workers, gpus > 0, cpus_per_worker, callbacks, **tracked)
     else:
-        results = run.train(trial_cache.prepare(config), callbacks=[TuneReport(extra, metric, mode), best_models], evaluate_before=False, **tracked)
+        results = run.train(trial_cache.prepare(config), callbacks, evaluate_before=False, **tracked)
     final = {**results["final"], **results["after"], **extra, "step": results["step"], FINISHED: True}
     finished.write_text(json.dumps(final))  # true values: NaN as NaN
     tune.report(for_tune(final, metric, mode))
@@ -411,17 +431,14 @@ SCORES_FILE = "trial_scores.json"  # in the sweep's folder: each trial that reac
 
 class BestModels:
     """A trial's model is saved only when fewer than `count` (search.keep_models) trials that finished before
-    it scored better. As a Trainer callback it answers `keep_model`; a trial of several workers asks `claim`
-    with its final metrics. Trials in several processes agree through a locked file in the sweep's folder. At
-    its end the sweep keeps the models of its `count` best trials only (`prune_models`)."""
+    it scored better: a Trainer callback answering `keep_model` with the final metrics. Trials in several
+    processes agree through a locked file in the sweep's folder. At its end the sweep keeps the models of its
+    `count` best trials only (`prune_models`)."""
 
     def __init__(self, sweep_dir: Path, trial_id: str, metric: str, mode: str, count: int):
         self.sweep_dir, self.trial_id, self.metric, self.mode, self.count = sweep_dir, trial_id, metric, mode, count
 
     def keep_model(self, trainer, metrics: dict) -> bool:
-        return self.claim(metrics)
-
-    def claim(self, metrics: dict) -> bool:
         value = float(metrics[self.metric]) if _finite(metrics.get(self.metric)) else None
         scores_file = self.sweep_dir / SCORES_FILE
         with open(self.sweep_dir / f"{SCORES_FILE}.lock", "a") as lock:
@@ -498,13 +515,13 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             mode=sweep.mode,
         )
         if search.workers_per_trial > 1:
-            # The trial only drives a TorchTrainer whose workers hold the CPUs; Tune needs some resource in a
-            # trial's bundle, so it reserves a token 1 MiB of memory and no CPU.
-            trainable = tune.with_resources(trainable, {"CPU": 0, "memory": 2**20})
-            # Tune lets a trial it stops end by itself for up to 10 minutes, and a TorchTrainer trains on
-            # meanwhile, holding its workers: the next trial could not start. Killing the trial's process
-            # after a few seconds ends its TorchTrainer (owned by it) and frees the workers; the sweep
-            # itself closes a stopped trial's MLflow run, so the trial has nothing left to clean up.
+            # One bundle per rank: the trial process (rank 0) takes the first, its TrialWorker actors the others.
+            bundle = {"CPU": cpus_per_worker, **({"GPU": search.gpus_per_trial} if search.gpus_per_trial else {})}
+            trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([bundle] * search.workers_per_trial))
+            # Tune lets a trial it stops end by itself for up to 10 minutes, and its ranks train on meanwhile,
+            # holding their bundles: the next trial could not start. Killing the trial's process after a few
+            # seconds ends its ranks (actors it owns); the sweep itself closes a stopped trial's MLflow run,
+            # so the trial has nothing left to clean up.
             os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
         else:
             trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": search.gpus_per_trial})
@@ -562,9 +579,8 @@ def _tune_config(sweep: Sweep):
         search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent),
         scheduler=scheduler,
         num_samples=search.num_samples,
-        # A trial finds what earlier trials loaded in its process (embedlab.trial_cache). Not for TorchTrainer trials
-        # that ASHA may stop: such a trial trains on until Tune kills its process (run_sweep), which reuse would keep.
-        reuse_actors=search.workers_per_trial == 1 or search.scheduler == "fifo",
+        # A trial finds what earlier trials loaded in its process (embedlab.trial_cache, embedlab.trial_group).
+        reuse_actors=True,
     )
 
 

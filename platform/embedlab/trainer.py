@@ -5,10 +5,11 @@ evaluation every `eval_steps` and at the end, and checkpoints that hold everythi
 exactly (weights, optimizer, scheduler, RNG states, sampler position): a resumed run ends with the same
 weights as one that was never interrupted.
 
-Data-parallel (`world_size` > 1, a torch.distributed process group set up by Ray Train): the rules a
-worker follows (its shard of each global batch, the shard's loss weight, averaged gradients, the logged
-loss, the final weights check) are in embedlab.distributed; this loop applies them. Rank 0 evaluates
-and saves the model; every rank saves its own RNG state in checkpoints.
+Data-parallel (`world_size` > 1, a torch.distributed process group set up by Ray Train, or by a sweep's
+trial group, embedlab.trial_group): the rules a worker follows (its shard of each global batch, the
+shard's loss weight, averaged gradients, the logged loss, the final weights check) are in
+embedlab.distributed; this loop applies them. Rank 0 evaluates and saves the model; every rank saves its
+own RNG state in checkpoints.
 """
 
 import json
@@ -205,6 +206,7 @@ class Trainer:
         world_size: int = 1,
         identity: dict | None = None,
         prompts: dict[str, dict[str, str]] | None = None,
+        shared_output_dir: bool = False,
     ):
         mixture = isinstance(dataset, dict)
         self.losses = loss if mixture else {SINGLE_DATA_SET: loss}
@@ -215,6 +217,10 @@ class Trainer:
         self.args = args
         self.output_dir = Path(output_dir)
         self.rank, self.world_size = rank, world_size
+        # Every rank writes its checkpoints into the one `output_dir` (a trial group's ranks, on storage every
+        # node mounts), so rank 0 alone prepares and completes each checkpoint folder. Ray Train's workers
+        # write folders of their own, which Ray Train merges.
+        self.shared_checkpoints = shared_output_dir and world_size > 1
         # The run identity (embedlab.identity): checkpoints and results.json carry it, and a checkpoint
         # of another run is never loaded.
         self.identity = identity or {}
@@ -265,9 +271,13 @@ class Trainer:
     def train(self, resume_from: Path | None = None) -> dict[str, float]:
         """Trains to the end; resumes from `resume_from`, else (with `resume`) from the output folder's last checkpoint."""
         set_seed(self.args.seed)
-        if not self.args.resume:
+        if not self.args.resume and (self.is_main or not self.shared_checkpoints):
             shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
         checkpoint = resume_from or latest_checkpoint(self.output_dir)
+        if self.shared_checkpoints:  # rank 0's choice, made after its clean-up, is every rank's
+            chosen = [checkpoint]
+            torch.distributed.broadcast_object_list(chosen, src=0)
+            checkpoint = chosen[0]
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         device = self.model.device
@@ -355,16 +365,23 @@ class Trainer:
         folder = self.output_dir / "checkpoints"
         final = folder / f"{CHECKPOINT_PREFIX}{self.global_step}"
         partial = folder / f".partial-{CHECKPOINT_PREFIX}{self.global_step}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        owns_folder = self.is_main or not self.shared_checkpoints
+        if owns_folder:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        if self.shared_checkpoints:
+            torch.distributed.barrier()  # the folder exists before the other ranks write into it
         rng = _rng_state()
         rng["python"] = _python_rng_to_lists(rng["python"])
         torch.save(rng, partial / f"rng_state_rank{self.rank}.pt")  # dropout differs per worker: one file each
         if self.is_main:  # weights and optimizer states are the same on every worker
             self._save_training_state(partial)
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)  # atomic: a checkpoint folder without the prefix-free name is never read
-        self._prune_checkpoints(folder)
+        if self.shared_checkpoints:
+            torch.distributed.barrier()  # every rank's file is in before the folder is complete
+        if owns_folder:
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)  # atomic: a checkpoint folder without the prefix-free name is never read
+            self._prune_checkpoints(folder)
         for callback in self.callbacks:
             if hasattr(callback, "on_checkpoint"):
                 callback.on_checkpoint(self, self.global_step, final)

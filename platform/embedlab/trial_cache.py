@@ -37,7 +37,7 @@ class _Kept(OrderedDict):
         return self[key]
 
 
-_inputs, _models, _model_files = _Kept(), _Kept(), _Kept()
+_inputs, _models = _Kept(), _Kept()
 
 
 def keys(config: Config) -> tuple[str, str]:
@@ -57,14 +57,6 @@ def prepare(config: Config, device: str | None = None) -> run.Prepared:
     model = copy.deepcopy(_base_model(config, model_key)).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fresh = run.Loaded(loaded.dataset, loaded.detected, copy.deepcopy(loaded.evaluators), copy.deepcopy(loaded.test_evaluators))
     return run.prepare(config, device=device, loaded=fresh, model=model)
-
-
-def base_model_files(config: Config) -> dict[str, bytes]:
-    """The base model as saved files (what ray_train ships to a trial's workers), packed once per process."""
-    from embedlab.ray_train import saved_files
-
-    _, model_key = keys(config)
-    return _model_files.get_or_load(model_key, lambda: saved_files(_base_model(config, model_key)))
 
 
 def _state(kept: _Kept, key: str) -> str:

@@ -255,3 +255,84 @@ def test_a_mixture_on_two_workers_equals_one_process(ray_cluster, tmp_path, no_d
         losses = [key for key in reference if key == "loss" or key.startswith("train_loss/")]
         assert {"train_loss/pairs", "train_loss/scores"} & set(losses)
         assert [ours[key] for key in losses] == pytest.approx([reference[key] for key in losses], rel=1e-4)
+
+
+def test_a_trial_group_keeps_its_ranks_trains_as_one_process_and_an_interrupted_trial_resumes_on_new_ones(ray_cluster, tmp_path, no_dropout_model):
+    """A sweep's trials of two workers (embedlab.trial_group), in an actor standing for Tune's trial process
+    (bundle 0 of a placement group of one bundle per rank). The second trial trains on the ranks the first
+    started; both equal one process (batch 8 against 2 x 4, uneven data, cross-worker negatives). A trial
+    whose rank 0 fails at step 5 ends its group; run again, it resumes from the checkpoint of step 3, which
+    holds each rank's RNG state, on new ranks, and ends as an uninterrupted trial."""
+    import ray
+    import torch
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    from safetensors.torch import load_file
+
+    from embedlab.trainer import latest_checkpoint
+
+    rng = random.Random(3)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": sentence(rng), "positive": sentence(rng)} for _ in range(37)])
+    dev = write_jsonl(tmp_path / "dev.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(20)])
+
+    def config(name, batch_size):
+        path = write_config(
+            tmp_path / f"{name}.yaml", no_dropout_model, pairs, tmp_path / name,
+            loss={"name": "MultipleNegativesRankingLoss", "params": {"gather_across_devices": True}},
+            training={"batch_size": batch_size, "max_steps": 7, "eval_steps": 3, "save_steps": 3, "learning_rate": 1e-3},
+            evaluators=[{"name": "dev", "data": str(dev)}], tracking="off",
+        )  # fmt: skip
+        return load_config(path)
+
+    def trained(name):
+        history = json.loads((tmp_path / name / "results.json").read_text())["history"]
+        return load_file(tmp_path / name / "model" / "model.safetensors"), [entry["loss"] for entry in history]
+
+    @ray.remote
+    class TrialProcess:
+        def train(self, config, stop_at_step=None) -> tuple[str | None, list | None]:
+            from embedlab import trial_group
+
+            class StopAt:
+                def on_step_end(self, trainer, step, loss_value):
+                    if step == stop_at_step:
+                        raise RuntimeError(f"interrupted at step {step}")
+
+            try:
+                trial_group.train(config, workers=2, use_gpu=False, cpus_per_worker=1, callbacks=[StopAt()])
+            except RuntimeError as error:
+                return str(error), None
+            return None, trial_group._group.pids
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank, with one CPU
+    try:
+        run.train(run.prepare(config("in_process", 8), device="cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    in_process, in_process_losses = trained("in_process")
+
+    bundles = placement_group([{"CPU": 1}, {"CPU": 1}])
+    ray.get(bundles.ready())
+    try:
+        trial = TrialProcess.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(bundles, placement_group_bundle_index=0)).remote()
+        error, first_ranks = ray.get(trial.train.remote(config("first", 4)))
+        error, second_ranks = ray.get(trial.train.remote(config("second", 4)))
+        assert error is None and second_ranks == first_ranks  # the same rank-1 process
+        error, _ = ray.get(trial.train.remote(config("interrupted", 4), stop_at_step=5))
+        assert error == "interrupted at step 5"
+        checkpoint = latest_checkpoint(tmp_path / "interrupted")
+        assert checkpoint.name == "checkpoint-3" and {"rng_state_rank0.pt", "rng_state_rank1.pt"} <= {path.name for path in checkpoint.iterdir()}
+        error, resumed_ranks = ray.get(trial.train.remote(config("interrupted", 4)))
+        assert error is None and resumed_ranks != first_ranks  # the failed trial ended its group
+    finally:
+        remove_placement_group(bundles)
+
+    first, first_losses = trained("first")
+    for name, weights in in_process.items():
+        torch.testing.assert_close(first[name], weights, rtol=1e-4, atol=1e-5, msg=name)
+    assert first_losses == pytest.approx(in_process_losses, rel=1e-4)
+    for other in ("second", "interrupted"):
+        weights, losses = trained(other)
+        assert all(torch.equal(weights[name], first[name]) for name in first), other
+        assert losses == first_losses

@@ -19,7 +19,7 @@ from embedlab.sweep import BestModels, prune_models
 @pytest.fixture
 def counted(monkeypatch):
     """Empty caches, and a list of what was loaded from files: "inputs" (data and evaluators) or "model"."""
-    for name in ("_inputs", "_models", "_model_files"):
+    for name in ("_inputs", "_models"):
         monkeypatch.setattr(trial_cache, name, trial_cache._Kept())
     loads = []
     load_inputs = run.load_inputs
@@ -81,7 +81,7 @@ def test_a_second_trial_reloads_neither_data_nor_model_and_gets_what_a_fresh_loa
 def test_a_trial_saves_its_model_only_among_the_best_so_far(tmp_path):
     def claim(folder, trial, value, count=1, mode="max"):
         (tmp_path / folder).mkdir(exist_ok=True)
-        return BestModels(tmp_path / folder, trial, "dev_spearman", mode, count).claim({"dev_spearman": value})
+        return BestModels(tmp_path / folder, trial, "dev_spearman", mode, count).keep_model(None, {"dev_spearman": value})
 
     assert claim("one", "a", 0.5) and not claim("one", "b", 0.4) and claim("one", "c", 0.6)
     assert not claim("one", "d", math.nan) and not claim("one", "e", None) and not claim("one", "f", 0.55)
