@@ -1,4 +1,4 @@
-"""What a sweep spends outside training: per-trial overhead of in-process trials and 2-worker TorchTrainer trials.
+"""What a sweep spends outside training: per-trial overhead of in-process trials and trials of 2 workers.
 
     python bench/sweep_overhead.py                    # all-MiniLM-L6-v2 on STSb: 10 in-process trials, 3 two-worker trials
     python bench/sweep_overhead.py --compare 7c11288  # the same with that commit's code too, side by side in one run
@@ -11,7 +11,8 @@ first, then two-worker sweeps. For each sweep:
   train s / trial      the trainer's training seconds (steps only)
   in-trial overhead    Tune's time_total_s (trial function start to last report) minus training seconds:
                        data, model and evaluator loading, the evaluation, saving the model (and, for
-                       TorchTrainer trials, starting the worker group and its checkpoints)
+                       2-worker trials, starting their workers: every trial on code that ran a TorchTrainer
+                       per trial, once per trial process since embedlab.trial_group)
   per-trial overhead   (sweep wall seconds - all training seconds) / trials: the above plus the trial
                        actor's start and Tune's own bookkeeping
   outside training     1 - all training seconds / sweep wall seconds
@@ -33,7 +34,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--config", default="experiments/sweeps/stsb_score_pairs.yaml")
 parser.add_argument("--steps", type=int, default=30)
 parser.add_argument("--trials", type=int, default=10, help="in-process trials")
-parser.add_argument("--worker-trials", type=int, default=3, help="2-worker TorchTrainer trials")
+parser.add_argument("--worker-trials", type=int, default=3, help="2-worker trials")
 parser.add_argument("--output", default="bench/results/sweep_overhead")
 parser.add_argument("--compare", metavar="COMMIT", help="also measure this commit's code, in turns with this checkout's")
 parser.add_argument("--smoke-test", action="store_true")
