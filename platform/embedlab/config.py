@@ -302,7 +302,7 @@ class SearchConfig:
     mode: Literal["max", "min"] | None = None  # default: what the metric's evaluator says
     num_samples: int = 8  # trials
     max_concurrent: int = 1  # trials at once
-    workers_per_trial: int = 1  # 1: the in-process trainer (no worker start-up); more: a TorchTrainer each
+    workers_per_trial: int = 1  # 1: the in-process trainer; more: data-parallel ranks kept across trials (trial_group)
     cpus_per_trial: int | None = None  # per worker; default: the cluster's CPUs / max_concurrent / workers
     # per worker: 0 (CPU), 1, or with one worker per trial a fraction, e.g. 0.25: four trials share a GPU
     gpus_per_trial: float = 0

@@ -418,6 +418,8 @@ def train_trial(
     if workers > 1:
         from embedlab import trial_group
 
+        # The run identity, checks and MLflow params see the trial's ranks (its global batch is theirs together).
+        config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=gpus > 0, cpus_per_worker=cpus_per_worker)
         results = trial_group.train(config, workers, gpus > 0, cpus_per_worker, callbacks, **tracked)
     else:
         results = run.train(trial_cache.prepare(config), callbacks, evaluate_before=False, **tracked)
@@ -518,10 +520,10 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             # One bundle per rank: the trial process (rank 0) takes the first, its TrialWorker actors the others.
             bundle = {"CPU": cpus_per_worker, **({"GPU": search.gpus_per_trial} if search.gpus_per_trial else {})}
             trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([bundle] * search.workers_per_trial))
-            # Tune lets a trial it stops end by itself for up to 10 minutes, and its ranks train on meanwhile,
-            # holding their bundles: the next trial could not start. Killing the trial's process after a few
-            # seconds ends its ranks (actors it owns); the sweep itself closes a stopped trial's MLflow run,
-            # so the trial has nothing left to clean up.
+            # A trial process Tune does not keep is given up to 10 minutes to end by itself. Rank 0 ends at
+            # once when Tune stops its trial (embedlab.trial_group), but should it be stuck in a collective,
+            # killing the process after a few seconds ends its ranks (actors it owns) and frees their bundles;
+            # the sweep itself closes a stopped trial's MLflow run, so the trial has nothing left to clean up.
             os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
         else:
             trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": search.gpus_per_trial})

@@ -273,11 +273,12 @@ class Trainer:
         set_seed(self.args.seed)
         if not self.args.resume and (self.is_main or not self.shared_checkpoints):
             shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
-        checkpoint = resume_from or latest_checkpoint(self.output_dir)
         if self.shared_checkpoints:  # rank 0's choice, made after its clean-up, is every rank's
-            chosen = [checkpoint]
+            chosen = [resume_from or latest_checkpoint(self.output_dir) if self.is_main else None]
             torch.distributed.broadcast_object_list(chosen, src=0)
             checkpoint = chosen[0]
+        else:
+            checkpoint = resume_from or latest_checkpoint(self.output_dir)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
         device = self.model.device

@@ -9,9 +9,11 @@ placement group (one bundle per rank), and keeps. All ranks stay in one torch.di
 in its process, keyed by fingerprint) and trains the same Trainer as anywhere, data-parallel, writing its
 checkpoints into the trial's folder (storage every node mounts, as a sweep's trials need anyway).
 
-A trial whose rank 0 does not end normally (Tune stopped it, or it failed) leaves the other ranks waiting in
-a collective: the group is ended, its actors killed, and the next trial in this process starts a new one.
-A rank other than 0 that fails ends its process, so that rank 0's next collective fails instead of waiting.
+Tune stops a trial (ASHA) inside its report to Tune: after each evaluation rank 0 tells the other ranks
+whether the trial goes on, so a stopped trial's ranks end together and the group serves the next trial.
+A trial whose rank 0 fails anywhere else leaves the other ranks waiting in a collective: the group is ended,
+its actors killed, and the next trial starts a new one. A rank other than 0 that fails ends its process,
+so that rank 0's next collective fails (on gloo at once) instead of waiting.
 """
 
 import os
@@ -23,25 +25,85 @@ import torch.distributed
 
 from embedlab import run, trial_cache
 from embedlab.config import Config
+from embedlab.errors import EmbedlabError
+
+START_TIMEOUT_S = 300  # a rank's process starts and imports torch and transformers: minutes on a busy small node
 
 
 def join_group(address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> None:
     torch.distributed.init_process_group("nccl" if use_gpu else "gloo", init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size)
 
 
+def go_on(decision: bool | None = None) -> bool:
+    """Rank 0's decision whether the trial goes on, on every rank (rank 0 passes it, the others receive it)."""
+    decided = [decision]
+    torch.distributed.broadcast_object_list(decided, src=0)
+    return decided[0]
+
+
+class TrialStopped(Exception):
+    """Rank 0 ended the trial at an evaluation (Tune stopped it, or a callback of rank 0 failed)."""
+
+
+class FollowRank0:
+    """A rank > 0's callback: after each evaluation it goes on only if rank 0 does."""
+
+    def on_evaluate(self, trainer, step: int, metrics: dict) -> None:
+        if not go_on():
+            raise TrialStopped
+
+
+class Rank0Callbacks:
+    """The trial's callbacks on rank 0 (its reports to Tune, BestModels), run as one. After each evaluation's
+    callbacks, rank 0 tells the other ranks whether the trial goes on: it does not when one of them raised,
+    e.g. Tune's SystemExit in a report when it stops the trial."""
+
+    def __init__(self, callbacks):
+        self.callbacks = list(callbacks)
+        self.stopped = False
+
+    def _hooks(self, name: str) -> list:
+        return [getattr(callback, name) for callback in self.callbacks if hasattr(callback, name)]
+
+    def on_step_end(self, trainer, step: int, loss_value: float) -> None:
+        for hook in self._hooks("on_step_end"):
+            hook(trainer, step, loss_value)
+
+    def on_evaluate(self, trainer, step: int, metrics: dict) -> None:
+        try:
+            for hook in self._hooks("on_evaluate"):
+                hook(trainer, step, metrics)
+        except BaseException:
+            self.stopped = True
+            raise
+        finally:
+            go_on(not self.stopped)
+
+    def keep_model(self, trainer, metrics: dict) -> bool:
+        return all(hook(trainer, metrics) for hook in self._hooks("keep_model"))
+
+    def on_train_end(self, trainer, metrics: dict) -> None:
+        for hook in self._hooks("on_train_end"):
+            hook(trainer, metrics)
+
+
 @ray.remote
 class TrialWorker:
     """Rank `rank` (> 0) of a trial group: joins the group once, then trains one trial per `train` call."""
 
-    def join(self, address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> int:
+    def pid(self) -> int:
+        return os.getpid()
+
+    def join(self, address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> None:
         join_group(address, port, rank, world_size, use_gpu)
         self.rank, self.world_size, self.device = rank, world_size, "cuda" if use_gpu else "cpu"
-        return os.getpid()
 
     def train(self, config: dict) -> None:
         try:
             prepared = trial_cache.prepare(Config.from_dict(config), device=self.device)
-            run.make_trainer(prepared, rank=self.rank, world_size=self.world_size).train()
+            run.make_trainer(prepared, [FollowRank0()], rank=self.rank, world_size=self.world_size).train()
+        except TrialStopped:
+            return
         except BaseException:
             traceback.print_exc()
             os._exit(1)  # rank 0 may be waiting for this rank in a collective: a closed connection ends it
@@ -54,8 +116,6 @@ class TrialGroup:
         from ray.util.placement_group import get_current_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        self.key = (world_size, use_gpu, cpus_per_worker)
-        self.use_gpu = use_gpu
         group = get_current_placement_group()  # the trial's: bundle 0 holds this process, bundle k rank k
         self.workers = [
             TrialWorker.options(
@@ -65,46 +125,61 @@ class TrialGroup:
             ).remote()
             for rank in range(1, world_size)
         ]
-        address, port = ray.util.get_node_ip_address(), _free_port()
-        joined = [worker.join.remote(address, port, rank, world_size, use_gpu) for rank, worker in enumerate(self.workers, 1)]
-        join_group(address, port, 0, world_size, use_gpu)
-        self.pids = ray.get(joined)
+        try:
+            # Joining waits for every rank: first each rank's process must be up (a failed start raises here).
+            try:
+                self.pids = ray.get([worker.pid.remote() for worker in self.workers], timeout=START_TIMEOUT_S)
+            except ray.exceptions.GetTimeoutError:
+                raise RuntimeError(f"the trial's worker ranks did not start within {START_TIMEOUT_S} s: is the cluster overloaded?") from None
+            address, port = ray.util.get_node_ip_address(), _free_port()
+            joined = [worker.join.remote(address, port, rank, world_size, use_gpu) for rank, worker in enumerate(self.workers, 1)]
+            join_group(address, port, 0, world_size, use_gpu)
+            ray.get(joined)
+        except BaseException:
+            self.end()
+            raise
 
     def end(self) -> None:
         for worker in self.workers:
             ray.kill(worker)
-        torch.distributed.destroy_process_group()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 _group: TrialGroup | None = None  # this trial process's group, kept for its next trial
 
 
 def train(config: Config, workers: int, use_gpu: bool, cpus_per_worker: int, callbacks=(), **tracked) -> dict:
-    """`run.train` for a trial of `workers` ranks: this process is rank 0; returns run.train's results."""
+    """`run.train` for a trial of `workers` ranks (the same in every trial of a sweep): this process is rank 0."""
     global _group
-    if _group is not None and _group.key != (workers, use_gpu, cpus_per_worker):
-        _end_group()
     kept = _group is not None
     if _group is None:
         _group = TrialGroup(workers, use_gpu, cpus_per_worker)
     print(f"Trial workers: ranks 1-{workers - 1} (pids {_group.pids}) {'kept from an earlier trial' if kept else 'started'}")
     others = [worker.train.remote(config.to_dict()) for worker in _group.workers]
+    rank0 = Rank0Callbacks(callbacks)
     try:
-        results = run.train(trial_cache.prepare(config, device="cuda" if use_gpu else "cpu"), callbacks, evaluate_before=False, world_size=workers, **tracked)
+        results = run.train(trial_cache.prepare(config, device="cuda" if use_gpu else "cpu"), [rank0], evaluate_before=False, world_size=workers, **tracked)
         ray.get(others)
     except BaseException as error:
-        failed = _failed_rank(others) if isinstance(error, Exception) else None  # not when Tune stopped the trial
-        _end_group()
+        if rank0.stopped and _ended_with(others):  # every rank left the trial together: the group lives on
+            raise
+        failed = _failed_rank(others) if isinstance(error, Exception) and not isinstance(error, EmbedlabError) else None
+        group, _group = _group, None
+        group.end()
         if failed is not None:
             raise RuntimeError(f"trial worker rank {failed} failed ({_last_line(error)}): its traceback is in the log above") from error
         raise
     return results
 
 
-def _end_group() -> None:
-    global _group
-    _group.end()
-    _group = None
+def _ended_with(others: list) -> bool:
+    """Whether the other ranks' trials ended without error (they follow rank 0's stop within moments)."""
+    try:
+        ray.get(others, timeout=30)
+        return True
+    except Exception:
+        return False
 
 
 def _failed_rank(others: list) -> int | None:

@@ -257,12 +257,15 @@ def test_a_mixture_on_two_workers_equals_one_process(ray_cluster, tmp_path, no_d
         assert [ours[key] for key in losses] == pytest.approx([reference[key] for key in losses], rel=1e-4)
 
 
-def test_a_trial_group_keeps_its_ranks_trains_as_one_process_and_an_interrupted_trial_resumes_on_new_ones(ray_cluster, tmp_path, no_dropout_model):
+def test_a_trial_group_keeps_its_ranks_through_a_stop_trains_as_one_process_and_a_failed_trial_resumes_on_new_ones(
+    ray_cluster, tmp_path, tiny_model_path, no_dropout_model
+):
     """A sweep's trials of two workers (embedlab.trial_group), in an actor standing for Tune's trial process
-    (bundle 0 of a placement group of one bundle per rank). The second trial trains on the ranks the first
-    started; both equal one process (batch 8 against 2 x 4, uneven data, cross-worker negatives). A trial
-    whose rank 0 fails at step 5 ends its group; run again, it resumes from the checkpoint of step 3, which
-    holds each rank's RNG state, on new ranks, and ends as an uninterrupted trial."""
+    (bundle 0 of a placement group of one bundle per rank). A trial equals one process (batch 8 against 2 x 4,
+    uneven data, cross-worker negatives). A trial that Tune stops at an evaluation (SystemExit in its report)
+    ends on both ranks, and the next trial trains on the same rank-1 process. A trial whose rank 0 fails
+    mid-step ends its group; run again, it resumes from its checkpoint of step 3 on new ranks and ends as
+    the uninterrupted trial does, dropout included (each rank's RNG state is in the checkpoint)."""
     import ray
     import torch
     from ray.util.placement_group import placement_group, remove_placement_group
@@ -275,9 +278,9 @@ def test_a_trial_group_keeps_its_ranks_trains_as_one_process_and_an_interrupted_
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": sentence(rng), "positive": sentence(rng)} for _ in range(37)])
     dev = write_jsonl(tmp_path / "dev.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(20)])
 
-    def config(name, batch_size):
+    def config(name, batch_size, model=no_dropout_model):
         path = write_config(
-            tmp_path / f"{name}.yaml", no_dropout_model, pairs, tmp_path / name,
+            tmp_path / f"{name}.yaml", model, pairs, tmp_path / name,
             loss={"name": "MultipleNegativesRankingLoss", "params": {"gather_across_devices": True}},
             training={"batch_size": batch_size, "max_steps": 7, "eval_steps": 3, "save_steps": 3, "learning_rate": 1e-3},
             evaluators=[{"name": "dev", "data": str(dev)}], tracking="off",
@@ -290,19 +293,25 @@ def test_a_trial_group_keeps_its_ranks_trains_as_one_process_and_an_interrupted_
 
     @ray.remote
     class TrialProcess:
-        def train(self, config, stop_at_step=None) -> tuple[str | None, list | None]:
+        def train(self, config, fail_at_step=None, stop_at_evaluation=None) -> tuple[str, list | None]:
             from embedlab import trial_group
 
-            class StopAt:
+            class Interrupt:
                 def on_step_end(self, trainer, step, loss_value):
-                    if step == stop_at_step:
-                        raise RuntimeError(f"interrupted at step {step}")
+                    if step == fail_at_step:
+                        raise RuntimeError(f"failed at step {step}")
+
+                def on_evaluate(self, trainer, step, metrics):
+                    if step == stop_at_evaluation:
+                        raise SystemExit(0)  # what Tune's report raises in a trial it stops
 
             try:
-                trial_group.train(config, workers=2, use_gpu=False, cpus_per_worker=1, callbacks=[StopAt()])
+                trial_group.train(config, workers=2, use_gpu=False, cpus_per_worker=1, callbacks=[Interrupt()])
             except RuntimeError as error:
                 return str(error), None
-            return None, trial_group._group.pids
+            except SystemExit:
+                return "stopped", trial_group._group.pids
+            return "ok", trial_group._group.pids
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank, with one CPU
@@ -316,15 +325,16 @@ def test_a_trial_group_keeps_its_ranks_trains_as_one_process_and_an_interrupted_
     ray.get(bundles.ready())
     try:
         trial = TrialProcess.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(bundles, placement_group_bundle_index=0)).remote()
-        error, first_ranks = ray.get(trial.train.remote(config("first", 4)))
-        error, second_ranks = ray.get(trial.train.remote(config("second", 4)))
-        assert error is None and second_ranks == first_ranks  # the same rank-1 process
-        error, _ = ray.get(trial.train.remote(config("interrupted", 4), stop_at_step=5))
-        assert error == "interrupted at step 5"
+        assert ray.get(trial.train.remote(config("first", 4)))[0] == "ok"
+        outcome, ranks = ray.get(trial.train.remote(config("stopped", 4), stop_at_evaluation=3))
+        assert outcome == "stopped" and not (tmp_path / "stopped" / "results.json").exists()
+        outcome, kept_ranks = ray.get(trial.train.remote(config("second", 4, model=tiny_model_path)))
+        assert outcome == "ok" and kept_ranks == ranks  # the same rank-1 process, after the stop
+        assert ray.get(trial.train.remote(config("interrupted", 4, model=tiny_model_path), fail_at_step=5)) == ("failed at step 5", None)
         checkpoint = latest_checkpoint(tmp_path / "interrupted")
         assert checkpoint.name == "checkpoint-3" and {"rng_state_rank0.pt", "rng_state_rank1.pt"} <= {path.name for path in checkpoint.iterdir()}
-        error, resumed_ranks = ray.get(trial.train.remote(config("interrupted", 4)))
-        assert error is None and resumed_ranks != first_ranks  # the failed trial ended its group
+        outcome, new_ranks = ray.get(trial.train.remote(config("interrupted", 4, model=tiny_model_path)))
+        assert outcome == "ok" and new_ranks != ranks  # the failed trial ended its group
     finally:
         remove_placement_group(bundles)
 
@@ -332,7 +342,5 @@ def test_a_trial_group_keeps_its_ranks_trains_as_one_process_and_an_interrupted_
     for name, weights in in_process.items():
         torch.testing.assert_close(first[name], weights, rtol=1e-4, atol=1e-5, msg=name)
     assert first_losses == pytest.approx(in_process_losses, rel=1e-4)
-    for other in ("second", "interrupted"):
-        weights, losses = trained(other)
-        assert all(torch.equal(weights[name], first[name]) for name in first), other
-        assert losses == first_losses
+    (second, second_losses), (resumed, resumed_losses) = trained("second"), trained("interrupted")
+    assert all(torch.equal(resumed[name], second[name]) for name in second) and resumed_losses == second_losses

@@ -135,10 +135,10 @@ def test_a_sweep_killed_mid_run_resumes_with_every_trial_done_once(tmp_path, swe
     assert finished_first[0].stat().st_mtime == first_mtime  # the finished trial was not run again
 
 
-def test_trials_of_two_workers_keep_their_ranks_and_one_that_asha_stops_releases_them_for_the_next(tmp_path, sweep_file):
-    """Each trial has 2 ranks x 1 CPU: the whole 2-CPU cluster. The second trial trains on the rank the first
-    started (embedlab.trial_group). ASHA stops the diverged second trial at its first rung; the third trial
-    can only start once the stopped trial's placement group and ranks are released, and it trains to the end."""
+def test_trials_of_two_workers_keep_their_ranks_even_through_an_asha_stop(tmp_path, sweep_file):
+    """Each trial has 2 ranks x 1 CPU: the whole 2-CPU cluster. ASHA stops the diverged second trial at its
+    first rung; its ranks end together and the third trial trains to the end on them: every trial after the
+    first trains on the rank the first started (embedlab.trial_group)."""
     points = [
         {"loss": "CoSENTLoss", "training.learning_rate": 1e-4},
         {"loss": "CoSENTLoss", "training.learning_rate": 1e6},  # NaN from its first evaluation: stopped
@@ -151,4 +151,5 @@ def test_trials_of_two_workers_keep_their_ranks_and_one_that_asha_stops_releases
     first, diverged, third = (next(row for row in _trials(tmp_path) if float(row["training.learning_rate"]) == point["training.learning_rate"]) for point in points)
     assert first["status"] == "ok" and diverged["status"] == "stopped" and int(diverged["step"]) < 4
     assert third["status"] == "ok" and third["step"] == "4"
-    assert re.search(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) kept from an earlier trial", output)
+    assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) started", output)) == 1
+    assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) kept from an earlier trial", output)) == 2
