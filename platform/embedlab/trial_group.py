@@ -27,8 +27,6 @@ from embedlab import run, trial_cache
 from embedlab.config import Config
 from embedlab.errors import EmbedlabError
 
-START_TIMEOUT_S = 300  # a rank's process starts and imports torch and transformers: minutes on a busy small node
-
 
 def join_group(address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> None:
     torch.distributed.init_process_group("nccl" if use_gpu else "gloo", init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size)
@@ -89,19 +87,20 @@ class Rank0Callbacks:
 
 @ray.remote
 class TrialWorker:
-    """Rank `rank` (> 0) of a trial group: joins the group once, then trains one trial per `train` call."""
+    """Rank `rank` (> 0) of a trial group. For each trial rank 0 calls `prepare` (the trial's inputs, loaded
+    while rank 0 loads its own), in a new group `join`, then `train`."""
 
-    def pid(self) -> int:
+    def prepare(self, config: dict, device: str) -> int:
+        self.prepared = trial_cache.prepare(Config.from_dict(config), device=device)
         return os.getpid()
 
     def join(self, address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> None:
         join_group(address, port, rank, world_size, use_gpu)
-        self.rank, self.world_size, self.device = rank, world_size, "cuda" if use_gpu else "cpu"
+        self.rank, self.world_size = rank, world_size
 
-    def train(self, config: dict) -> None:
+    def train(self) -> None:
         try:
-            prepared = trial_cache.prepare(Config.from_dict(config), device=self.device)
-            run.make_trainer(prepared, [FollowRank0()], rank=self.rank, world_size=self.world_size).train()
+            run.make_trainer(self.prepared, [FollowRank0()], rank=self.rank, world_size=self.world_size).train()
         except TrialStopped:
             return
         except BaseException:
@@ -110,12 +109,13 @@ class TrialWorker:
 
 
 class TrialGroup:
-    """Ranks 1.. of this process's trials, joined with this process (rank 0) in one process group."""
+    """Ranks 1.. of this process's trials, to be joined with this process (rank 0) in one process group."""
 
     def __init__(self, world_size: int, use_gpu: bool, cpus_per_worker: int):
         from ray.util.placement_group import get_current_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        self.world_size, self.use_gpu, self.joined, self.pids = world_size, use_gpu, False, None
         group = get_current_placement_group()  # the trial's: bundle 0 holds this process, bundle k rank k
         self.workers = [
             TrialWorker.options(
@@ -125,19 +125,17 @@ class TrialGroup:
             ).remote()
             for rank in range(1, world_size)
         ]
-        try:
-            # Joining waits for every rank: first each rank's process must be up (a failed start raises here).
-            try:
-                self.pids = ray.get([worker.pid.remote() for worker in self.workers], timeout=START_TIMEOUT_S)
-            except ray.exceptions.GetTimeoutError:
-                raise RuntimeError(f"the trial's worker ranks did not start within {START_TIMEOUT_S} s: is the cluster overloaded?") from None
-            address, port = ray.util.get_node_ip_address(), _free_port()
-            joined = [worker.join.remote(address, port, rank, world_size, use_gpu) for rank, worker in enumerate(self.workers, 1)]
-            join_group(address, port, 0, world_size, use_gpu)
-            ray.get(joined)
-        except BaseException:
-            self.end()
-            raise
+
+    def prepare(self, config: Config) -> list:
+        """Each rank's `prepare` of the trial (in a new group, after its process starts); refs to their pids."""
+        return [worker.prepare.remote(config.to_dict(), "cuda" if self.use_gpu else "cpu") for worker in self.workers]
+
+    def join(self) -> None:
+        address, port = ray.util.get_node_ip_address(), _free_port()
+        joined = [worker.join.remote(address, port, rank, self.world_size, self.use_gpu) for rank, worker in enumerate(self.workers, 1)]
+        join_group(address, port, 0, self.world_size, self.use_gpu)
+        ray.get(joined)
+        self.joined = True
 
     def end(self) -> None:
         for worker in self.workers:
@@ -155,22 +153,39 @@ def train(config: Config, workers: int, use_gpu: bool, cpus_per_worker: int, cal
     kept = _group is not None
     if _group is None:
         _group = TrialGroup(workers, use_gpu, cpus_per_worker)
+    preparing = _group.prepare(config)  # the other ranks start (a new group) and load the trial's inputs meanwhile
+    try:
+        prepared = trial_cache.prepare(config, device="cuda" if use_gpu else "cpu")
+        # A rank's own mistake (an input its node cannot read) is raised here. Such mistakes leave the group idle,
+        # ready for the next trial; a rank whose process died, or a failed join, ends it.
+        _group.pids = ray.get(preparing)
+        if not _group.joined:
+            _group.join()
+    except BaseException as error:
+        if isinstance(error, ray.exceptions.RayActorError) or _group.pids is not None and not _group.joined:
+            _end_group()
+        raise
     print(f"Trial workers: ranks 1-{workers - 1} (pids {_group.pids}) {'kept from an earlier trial' if kept else 'started'}")
-    others = [worker.train.remote(config.to_dict()) for worker in _group.workers]
+    others = [worker.train.remote() for worker in _group.workers]
     rank0 = Rank0Callbacks(callbacks)
     try:
-        results = run.train(trial_cache.prepare(config, device="cuda" if use_gpu else "cpu"), [rank0], evaluate_before=False, world_size=workers, **tracked)
+        results = run.train(prepared, [rank0], evaluate_before=False, world_size=workers, **tracked)
         ray.get(others)
     except BaseException as error:
         if rank0.stopped and _ended_with(others):  # every rank left the trial together: the group lives on
             raise
         failed = _failed_rank(others) if isinstance(error, Exception) and not isinstance(error, EmbedlabError) else None
-        group, _group = _group, None
-        group.end()
+        _end_group()
         if failed is not None:
             raise RuntimeError(f"trial worker rank {failed} failed ({_last_line(error)}): its traceback is in the log above") from error
         raise
     return results
+
+
+def _end_group() -> None:
+    global _group
+    group, _group = _group, None
+    group.end()
 
 
 def _ended_with(others: list) -> bool:

@@ -263,9 +263,10 @@ def test_a_trial_group_keeps_its_ranks_through_a_stop_trains_as_one_process_and_
     """A sweep's trials of two workers (embedlab.trial_group), in an actor standing for Tune's trial process
     (bundle 0 of a placement group of one bundle per rank). A trial equals one process (batch 8 against 2 x 4,
     uneven data, cross-worker negatives). A trial that Tune stops at an evaluation (SystemExit in its report)
-    ends on both ranks, and the next trial trains on the same rank-1 process. A trial whose rank 0 fails
-    mid-step ends its group; run again, it resumes from its checkpoint of step 3 on new ranks and ends as
-    the uninterrupted trial does, dropout included (each rank's RNG state is in the checkpoint)."""
+    ends on both ranks, and the next trial trains on the same rank-1 process. A trial whose rank 1 dies fails
+    naming it, and its group is replaced. A trial whose rank 0 fails mid-step ends its group; run again, it
+    resumes from its checkpoint of step 3 on new ranks and ends as the uninterrupted trial does, dropout
+    included (each rank's RNG state is in the checkpoint)."""
     import ray
     import torch
     from ray.util.placement_group import placement_group, remove_placement_group
@@ -278,10 +279,10 @@ def test_a_trial_group_keeps_its_ranks_through_a_stop_trains_as_one_process_and_
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": sentence(rng), "positive": sentence(rng)} for _ in range(37)])
     dev = write_jsonl(tmp_path / "dev.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(20)])
 
-    def config(name, batch_size, model=no_dropout_model):
+    def config(name, batch_size, model=no_dropout_model, loss=None):
         path = write_config(
             tmp_path / f"{name}.yaml", model, pairs, tmp_path / name,
-            loss={"name": "MultipleNegativesRankingLoss", "params": {"gather_across_devices": True}},
+            loss=loss or {"name": "MultipleNegativesRankingLoss", "params": {"gather_across_devices": True}},
             training={"batch_size": batch_size, "max_steps": 7, "eval_steps": 3, "save_steps": 3, "learning_rate": 1e-3},
             evaluators=[{"name": "dev", "data": str(dev)}], tracking="off",
         )  # fmt: skip
@@ -330,6 +331,9 @@ def test_a_trial_group_keeps_its_ranks_through_a_stop_trains_as_one_process_and_
         assert outcome == "stopped" and not (tmp_path / "stopped" / "results.json").exists()
         outcome, kept_ranks = ray.get(trial.train.remote(config("second", 4, model=tiny_model_path)))
         assert outcome == "ok" and kept_ranks == ranks  # the same rank-1 process, after the stop
+        crash = {"name": "custom_losses.CrashOnceLoss", "params": {"crash_at": 2, "marker": str(tmp_path / "crashed"), "crash_after_s": 0}}
+        outcome, _ = ray.get(trial.train.remote(config("crash", 4, loss=crash)))
+        assert outcome.startswith("trial worker rank 1 failed") and (tmp_path / "crashed").exists()
         assert ray.get(trial.train.remote(config("interrupted", 4, model=tiny_model_path), fail_at_step=5)) == ("failed at step 5", None)
         checkpoint = latest_checkpoint(tmp_path / "interrupted")
         assert checkpoint.name == "checkpoint-3" and {"rng_state_rank0.pt", "rng_state_rank1.pt"} <= {path.name for path in checkpoint.iterdir()}
