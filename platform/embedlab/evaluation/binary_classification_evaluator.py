@@ -1,5 +1,4 @@
 import numpy as np
-from sklearn.metrics import average_precision_score, matthews_corrcoef
 
 from embedlab.evaluation.common import append_csv, check_lengths, encode_unique, prefixed
 from embedlab.similarity import PAIRWISE_SIMILARITIES
@@ -120,6 +119,9 @@ class BinaryClassificationEvaluator:
         return f"{self.name}_{metric}" if self.name else metric
 
     def compute_metrics(self, model) -> dict[str, dict[str, float]]:
+        # sklearn takes most of a second to import: only runs that use this evaluator pay for it.
+        from sklearn.metrics import average_precision_score, matthews_corrcoef
+
         first, second = encode_unique(
             model, self.sentences1, self.sentences2,
             batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, truncate_dim=self.truncate_dim,

@@ -1,6 +1,5 @@
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, ndcg_score
 
 from embedlab.evaluation.common import append_csv, prefixed
 from embedlab.similarity import cos_sim
@@ -60,6 +59,9 @@ class RerankingEvaluator:
         return f"{self.name}_ndcg@{self.at_k}" if self.name else f"ndcg@{self.at_k}"
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        # sklearn takes most of a second to import: only runs that use this evaluator pay for it.
+        from sklearn.metrics import average_precision_score, ndcg_score
+
         encode = dict(batch_size=self.batch_size, show_progress_bar=self.show_progress_bar, convert_to_tensor=True, truncate_dim=self.truncate_dim)
         queries = model.encode([s["query"] for s in self.samples], **encode).float().cpu()
         documents = model.encode([doc for s in self.samples for doc in s["positive"] + s["negative"]], **encode).float().cpu()
