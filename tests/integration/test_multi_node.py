@@ -3,14 +3,18 @@ Ray Train workers land on different nodes: a run with driver-local storage or tr
 front, and a run with its storage on an S3 object store (moto's server on localhost) and an MLflow
 tracking server (artifacts in the same bucket) trains through a killed worker, resuming from the bucket."""
 
+import json
 import logging
 import os
 import random
+import re
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from conftest import cli_error_lines, sentence, write_config, write_jsonl
+from conftest import REPO, cli_error_lines, sentence, write_config, write_jsonl
 from embedlab import EmbeddingModel
 from embedlab.cli import main
 from test_mlflow_tracking import Server
@@ -121,3 +125,31 @@ def test_two_workers_on_two_nodes_train_into_an_object_store_through_a_killed_wo
         assert abs(EmbeddingModel(downloaded, device="cpu").encode(texts) - expected).max() < 1e-6
     finally:
         server.stop()
+
+
+def test_a_sweeps_two_worker_trials_span_both_nodes_and_keep_their_ranks(two_nodes, tmp_path, tiny_model_path, pairs):
+    """Each node has one CPU, so a trial's two bundles (1 CPU per rank) lie on different nodes: rank 1 joins
+    rank 0's process group over the network, reads the trial's inputs and writes its checkpoints in the trial's
+    folder (here this machine's disk, standing for storage both nodes mount). The second trial trains on the
+    rank the first started."""
+    rng = random.Random(1)
+    dev = write_jsonl(tmp_path / "dev.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(16)])
+    config = write_config(
+        tmp_path / "sweep.yaml", tiny_model_path, pairs, tmp_path / "sweep",
+        loss={"name": "MultipleNegativesRankingLoss"}, evaluators=[{"name": "dev", "data": str(dev)}],
+        training={"batch_size": 4, "max_steps": 4, "eval_steps": 2, "save_steps": 2}, tracking="off",
+        search={"losses": ["MultipleNegativesRankingLoss"], "space": {"training.learning_rate": {"loguniform": [1e-5, 1e-3]}},
+                "num_samples": 2, "workers_per_trial": 2, "cpus_per_trial": 1},
+    )  # fmt: skip
+    command = [sys.executable, "-m", "embedlab.cli", "sweep", str(config), "--address", two_nodes]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    output = result.stdout + result.stderr
+    assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) started", output)) == 1
+    assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) kept from an earlier trial", output)) == 1
+    trials = list((tmp_path / "sweep" / "trials").iterdir())
+    assert len(trials) == 2
+    for trial in trials:
+        assert json.loads((trial / "results.json").read_text())["step"] == 4
+        checkpoint = trial / "checkpoints" / "checkpoint-4"
+        assert {"rng_state_rank0.pt", "rng_state_rank1.pt", "weights.safetensors"} <= {path.name for path in checkpoint.iterdir()}
