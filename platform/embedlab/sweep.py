@@ -11,12 +11,12 @@ common parameters (`training.mixture.temperature`, `training.mixture.weights.<da
 
 A trial with one worker runs the in-process trainer inside its Tune trial (no worker start-up per trial);
 with more, the trial process is rank 0 of a process group whose other ranks are actors it keeps from one
-trial to the next (embedlab.trial_group). Trials report at every evaluation, so ASHA can stop weak ones. Each trial trains in
-`<output_dir>/trials/<trial_id>`; an interrupted sweep resumes (`--resume`) without rerunning finished trials,
-and an unfinished trial resumes from its own last checkpoint. Tune reuses trial processes, where a trial finds
-the data, evaluators and base model an earlier trial loaded (embedlab.trial_cache); a trial saves its model
-only when it ranks among the `search.keep_models` best so far (BestModels), and the sweep keeps those of its
-best trials (`prune_models`). `search.gpus_per_trial` may be a fraction: trials share a GPU (`check_gpus`).
+trial to the next (embedlab.trial_group). Trials report at every evaluation, so ASHA can stop weak ones.
+Each trial trains in `<output_dir>/trials/<trial_id>`; an interrupted sweep resumes (`--resume`) without
+rerunning finished trials, and an unfinished trial resumes from its own last checkpoint. Tune reuses trial
+processes, where a trial finds the data, evaluators and base model an earlier trial loaded
+(embedlab.trial_cache); a trial saves its model only when it ranks among the `search.keep_models` best so
+far (BestModels), and the sweep keeps those of its best trials (`prune_models`). `search.gpus_per_trial` may be a fraction: trials share a GPU (`check_gpus`).
 
 A trial can fail: it raises (Tune records the error and the sweep goes on), its metric is NaN (a diverged
 loss) or it never reports the metric. Each trial's outcome is its `status` in `trials.csv` and in its MLflow
