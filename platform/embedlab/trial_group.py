@@ -29,6 +29,8 @@ from embedlab.errors import EmbedlabError
 
 
 def join_group(address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> None:
+    if use_gpu:
+        torch.cuda.set_device(0)  # Ray shows each rank its own GPU only; NCCL's barriers and broadcasts use it
     torch.distributed.init_process_group("nccl" if use_gpu else "gloo", init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size)
 
 
