@@ -113,7 +113,9 @@ def prepare_sweep(config: Config) -> Sweep:
         loss_name, entry = next(iter(choices.items()))
         first_losses[name] = dataclasses.replace(first_losses[name], name=loss_name, params=entry["params"])
     loss = first_losses if config.is_mixture else first_losses[SINGLE_DATA_SET]
-    prepared = run.prepare(dataclasses.replace(config, search=None, loss=loss), device="cpu")
+    # Checked as a trial runs: with its ranks, whose global batch is theirs together (train_trial).
+    distributed = dataclasses.replace(config.distributed, workers=search.workers_per_trial) if search.workers_per_trial > 1 else config.distributed
+    prepared = run.prepare(dataclasses.replace(config, search=None, loss=loss, distributed=distributed), device="cpu")
     for key, spec in search.space.items():
         _check_range(f"search.space.{key}", spec)
         _check_config_key(config, key, _example_value(spec))

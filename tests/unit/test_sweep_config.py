@@ -75,6 +75,7 @@ def test_a_trial_config_fills_in_the_loss_its_parameters_and_the_common_keys(tmp
         ({"gpus_per_trial": 1.5}, "search.gpus_per_trial is per worker: 0, 1 or a fraction such as 0.25 (trials share a GPU), got 1.5"),
         ({"gpus_per_trial": 0.5, "workers_per_trial": 2}, "a trial of several workers needs a whole GPU per worker"),
         ({"keep_models": 0}, "search.keep_models must be at least 1"),
+        ({"workers_per_trial": 5}, "training.batch_size 8 x 5 workers = 40 is larger than the data (32 rows)"),
     ],
 )
 def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_model_path, data, capsys, search, message):
