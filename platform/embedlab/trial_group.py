@@ -19,6 +19,7 @@ so that rank 0's next collective fails (on gloo at once) instead of waiting.
 import os
 import socket
 import traceback
+from datetime import timedelta
 
 import ray
 import torch.distributed
@@ -27,11 +28,16 @@ from embedlab import run, trial_cache
 from embedlab.config import Config
 from embedlab.errors import EmbedlabError
 
+# Every rank has started and loaded its inputs before any joins (rank 0 waits for their `prepare`), so joining
+# takes moments: a rank that cannot reach rank 0 fails the trial after this, not after torch's 30 minutes.
+JOIN_TIMEOUT = timedelta(minutes=5)
+
 
 def join_group(address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> None:
     if use_gpu:
         torch.cuda.set_device(0)  # Ray shows each rank its own GPU only; NCCL's barriers and broadcasts use it
-    torch.distributed.init_process_group("nccl" if use_gpu else "gloo", init_method=f"tcp://{address}:{port}", rank=rank, world_size=world_size)
+    store = torch.distributed.TCPStore(address, port, world_size, is_master=rank == 0, timeout=JOIN_TIMEOUT)
+    torch.distributed.init_process_group("nccl" if use_gpu else "gloo", store=store, rank=rank, world_size=world_size)
 
 
 def go_on(decision: bool | None = None) -> bool:
