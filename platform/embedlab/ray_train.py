@@ -398,19 +398,7 @@ def _worker_trainer(loop_config: dict, rank: int, world_size: int, workdir: Path
         location = {**loop_config["tracking"], "folder": str(workdir / WORKER_FALLBACK)}
         callbacks.append(tracking.TrackingCallback(tracking.Tracker.at(location)))
     callbacks.append(RayTrainReport())  # last: the final checkpoint carries everything recorded before it
-    trainer = Trainer(
-        prepared.loss,
-        prepared.dataset,
-        prepared.detected,
-        args,
-        workdir,
-        evaluators=prepared.evaluators,
-        callbacks=callbacks,
-        rank=rank,
-        world_size=world_size,
-        identity=prepared.identity,
-        prompts=prepared.prompts,
-    )
+    trainer = run.make_trainer(prepared, callbacks, rank, world_size, args=args, output_dir=workdir)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return trainer, None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedlab import tracking
-from embedlab.config import SINGLE_DATA_SET, Config, MixtureConfig, dump_yaml
+from embedlab.config import SINGLE_DATA_SET, Config, MixtureConfig, TrainingConfig, dump_yaml
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.evaluation import build_evaluator
@@ -227,21 +227,23 @@ def train(
         return close_run(prepared, prepared.model, tracker, before, final, trainer.global_step)
 
 
-def make_trainer(prepared: Prepared, callbacks=(), rank: int = 0, world_size: int = 1) -> Trainer:
-    """The run's Trainer; with `world_size` > 1, rank `rank` of a group whose ranks share the output folder."""
+def make_trainer(prepared: Prepared, callbacks=(), rank: int = 0, world_size: int = 1, args: TrainingConfig | None = None, output_dir: Path | None = None) -> Trainer:
+    """The run's Trainer (rank `rank` of `world_size`), with the config's training settings unless `args`
+    are given. Its output goes to the run's output folder, which every rank shares, unless `output_dir` is a
+    folder of this rank's own (a Ray Train worker's, whose checkpoints Ray Train merges)."""
     return Trainer(
         prepared.loss,
         prepared.dataset,
         prepared.detected,
-        prepared.config.training,
-        Path(prepared.config.output_dir),
+        args or prepared.config.training,
+        output_dir or Path(prepared.config.output_dir),
         evaluators=prepared.evaluators,
         callbacks=callbacks,
         rank=rank,
         world_size=world_size,
         identity=prepared.identity,
         prompts=prepared.prompts,
-        shared_output_dir=True,
+        shared_output_dir=output_dir is None,
     )
 
 
