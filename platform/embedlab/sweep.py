@@ -16,7 +16,8 @@ Each trial trains in `<output_dir>/trials/<trial_id>`; an interrupted sweep resu
 rerunning finished trials, and an unfinished trial resumes from its own last checkpoint. Tune reuses trial
 processes, where a trial finds the data, evaluators and base model an earlier trial loaded
 (embedlab.trial_cache); a trial saves its model only when it ranks among the `search.keep_models` best so
-far (BestModels), and the sweep keeps those of its best trials (`prune_models`). `search.gpus_per_trial` may be a fraction: trials share a GPU (`check_gpus`).
+far (BestModels), and the sweep keeps those of its best trials (`prune_models`). `search.gpus_per_trial`
+may be a fraction: trials share a GPU (`check_gpus`).
 
 A trial can fail: it raises (Tune records the error and the sweep goes on), its metric is NaN (a diverged
 loss) or it never reports the metric. Each trial's outcome is its `status` in `trials.csv` and in its MLflow
@@ -422,7 +423,7 @@ def train_trial(
 
         # The run identity, checks and MLflow params see the trial's ranks (its global batch is theirs together).
         config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=gpus > 0, cpus_per_worker=cpus_per_worker)
-        results = trial_group.train(config, workers, gpus > 0, cpus_per_worker, callbacks, **tracked)
+        results = trial_group.train(config, callbacks, **tracked)
     else:
         results = run.train(trial_cache.prepare(config), callbacks, evaluate_before=False, **tracked)
     final = {**results["final"], **results["after"], **extra, "step": results["step"], FINISHED: True}

@@ -155,12 +155,14 @@ class TrialGroup:
 _group: TrialGroup | None = None  # this trial process's group, kept for its next trial
 
 
-def train(config: Config, workers: int, use_gpu: bool, cpus_per_worker: int, callbacks=(), **tracked) -> dict:
-    """`run.train` for a trial of `workers` ranks (the same in every trial of a sweep): this process is rank 0."""
+def train(config: Config, callbacks=(), **tracked) -> dict:
+    """`run.train` for a trial of `config.distributed.workers` ranks (the same in every trial of a sweep): this
+    process is rank 0."""
     global _group
+    workers, use_gpu = config.distributed.workers, config.distributed.use_gpu
     kept = _group is not None
     if _group is None:
-        _group = TrialGroup(workers, use_gpu, cpus_per_worker)
+        _group = TrialGroup(workers, use_gpu, config.distributed.cpus_per_worker)
     preparing = _group.prepare(config)  # the other ranks start (a new group) and load the trial's inputs meanwhile
     try:
         prepared = trial_cache.prepare(config, device="cuda" if use_gpu else "cpu")

@@ -279,12 +279,13 @@ def test_a_trial_group_keeps_its_ranks_through_a_stop_trains_as_one_process_and_
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"anchor": sentence(rng), "positive": sentence(rng)} for _ in range(37)])
     dev = write_jsonl(tmp_path / "dev.jsonl", [{"sentence1": sentence(rng), "sentence2": sentence(rng), "score": rng.random()} for _ in range(20)])
 
-    def config(name, batch_size, model=no_dropout_model, loss=None):
+    def config(name, batch_size, model=no_dropout_model, loss=None, workers=2):
         path = write_config(
             tmp_path / f"{name}.yaml", model, pairs, tmp_path / name,
             loss=loss or {"name": "MultipleNegativesRankingLoss", "params": {"gather_across_devices": True}},
             training={"batch_size": batch_size, "max_steps": 7, "eval_steps": 3, "save_steps": 3, "learning_rate": 1e-3},
             evaluators=[{"name": "dev", "data": str(dev)}], tracking="off",
+            **({"distributed": {"workers": workers, "cpus_per_worker": 1}} if workers else {}),
         )  # fmt: skip
         return load_config(path)
 
@@ -307,7 +308,7 @@ def test_a_trial_group_keeps_its_ranks_through_a_stop_trains_as_one_process_and_
                         raise SystemExit(0)  # what Tune's report raises in a trial it stops
 
             try:
-                trial_group.train(config, workers=2, use_gpu=False, cpus_per_worker=1, callbacks=[Interrupt()])
+                trial_group.train(config, callbacks=[Interrupt()])
             except RuntimeError as error:
                 return str(error), None
             except SystemExit:
@@ -317,7 +318,7 @@ def test_a_trial_group_keeps_its_ranks_through_a_stop_trains_as_one_process_and_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank, with one CPU
     try:
-        run.train(run.prepare(config("in_process", 8), device="cpu"))
+        run.train(run.prepare(config("in_process", 8, workers=None), device="cpu"))
     finally:
         torch.set_num_threads(threads)
     in_process, in_process_losses = trained("in_process")
