@@ -35,10 +35,13 @@ import math
 import numbers
 import os
 import shutil
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedlab import run, tracking
+from embedlab import run, tracking, trial
 from embedlab.config import SINGLE_DATA_SET, Config, LossModifierConfig, SearchConfig, dump_yaml
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
@@ -383,7 +386,7 @@ class TuneReport:
             tune.report(for_tune({**metrics, **self.extra, "step": step}, self.metric, self.mode))
 
 
-def train_trial(
+def run_trial(
     params: dict,
     base: dict,
     loss_params: dict,
@@ -392,20 +395,23 @@ def train_trial(
     gpus: float,
     cpus_per_worker: int,
     keep_models: int,
-    parent: dict | None,
+    parent_channel: str | None,
     metric: str,
     mode: str,
 ) -> None:
-    """Tune's trial function: one training run with the trial's loss and hyperparameters.
+    """A Tune trial (its function is embedlab.trial.train_trial): one training run with the trial's loss and
+    hyperparameters.
 
     Its data, evaluators and base model come from the trial's process when an earlier trial there loaded
     the same (embedlab.trial_cache), and a trial of several workers trains on the ranks an earlier trial
     started (embedlab.trial_group); its model is saved only when it ranks among the `keep_models` best so
-    far (BestModels). A finished trial leaves `trial_result.json`: if the sweep is resumed before Tune
-    recorded the trial as finished, the trial reports that result again instead of training again."""
+    far (BestModels). Its MLflow run is nested in the sweep's, which it receives through `parent_channel`
+    once the sweep opened it (see SweepRunOpening). A finished trial leaves `trial_result.json`: if the sweep
+    is resumed before Tune recorded the trial as finished, the trial reports that result again instead of
+    training again."""
     from ray import tune
 
-    from embedlab import trial_cache
+    from embedlab import trial_cache, trial_group
 
     trial_id = tune.get_context().get_trial_id()
     output_dir = Path(base["output_dir"]) / "trials" / trial_id
@@ -414,18 +420,23 @@ def train_trial(
         tune.report(for_tune({**json.loads(finished.read_text()), FINISHED: True}, metric, mode))
         return
     config = trial_config(base, params, loss_params, modifiers, str(output_dir))
-    extra = {"trial_id": trial_id, "loss_name": loss_label(params)}  # "loss" is the training loss's value
-    # The trial's MLflow run is nested in the sweep's and found again by its key on --resume.
-    tracked = {"tracking_parent": parent, "run_name": f"{loss_label(params)}-{trial_id}", "run_key": f"{parent['key']}/{trial_id}"} if parent else {}
-    callbacks = [TuneReport(extra, metric, mode), BestModels(Path(base["output_dir"]), trial_id, metric, mode, keep_models)]
     if workers > 1:
-        from embedlab import trial_group
-
         # The run identity, checks and MLflow params see the trial's ranks (its global batch is theirs together).
         config.distributed = dataclasses.replace(config.distributed, workers=workers, use_gpu=gpus > 0, cpus_per_worker=cpus_per_worker)
-        results = trial_group.train(config, callbacks, **tracked)
+        prepared = trial_group.prepare(config)
     else:
-        results = run.train(trial_cache.prepare(config), callbacks, evaluate_before=False, **tracked)
+        prepared = trial_cache.prepare(config)
+    extra = {"trial_id": trial_id, "loss_name": loss_label(params)}  # "loss" is the training loss's value
+    callbacks = [TuneReport(extra, metric, mode), BestModels(Path(base["output_dir"]), trial_id, metric, mode, keep_models)]
+    tracked = {}
+    if parent_channel is not None:
+        parent = SweepRunOpening.wait(parent_channel)
+        # The trial's run is found again by its key on --resume.
+        tracked = {"tracking_parent": parent, "run_name": f"{loss_label(params)}-{trial_id}", "run_key": f"{parent['key']}/{trial_id}"}
+    if workers > 1:
+        results = trial_group.train(prepared, callbacks, **tracked)
+    else:
+        results = run.train(prepared, callbacks, evaluate_before=False, **tracked)
     final = {**results["final"], **results["after"], **extra, "step": results["step"], FINISHED: True}
     finished.write_text(json.dumps(final))  # true values: NaN as NaN
     tune.report(for_tune(final, metric, mode))
@@ -504,34 +515,34 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     base = with_absolute_paths(dataclasses.replace(sweep.config, search=None)).to_dict()
     loss_params = {data_set: {name: entry["params"] for name, entry in choices.items()} for data_set, choices in sweep.losses.items()}
     modifiers = list(search.modifiers)
-    parent = open_sweep_run(sweep)
-    with run.failing_run(parent):  # an interrupted or crashed sweep is not left RUNNING in MLflow
-        trainable = tune.with_parameters(
-            train_trial,
-            base=base,
-            loss_params=loss_params,
-            modifiers=modifiers,
-            workers=search.workers_per_trial,
-            gpus=search.gpus_per_trial,
-            cpus_per_worker=cpus_per_worker,
-            keep_models=search.keep_models,
-            parent=parent.location() | {"key": parent.key, "sweep": sweep.name} if parent else None,
-            metric=sweep.metric,
-            mode=sweep.mode,
-        )
-        if search.workers_per_trial > 1:
-            # One bundle per rank: the trial process (rank 0) takes the first, its TrialWorker actors the others.
-            bundle = {"CPU": cpus_per_worker, **({"GPU": search.gpus_per_trial} if search.gpus_per_trial else {})}
-            trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([bundle] * search.workers_per_trial))
-            # A trial process Tune does not keep is given up to 10 minutes to end by itself. Rank 0 ends at
-            # once when Tune stops its trial (embedlab.trial_group), but should it be stuck in a collective,
-            # killing the process after a few seconds ends its ranks (actors it owns) and frees their bundles;
-            # the sweep itself closes a stopped trial's MLflow run, so the trial has nothing left to clean up.
-            os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
-        else:
-            trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": search.gpus_per_trial})
-        storage = str(sweep.output_dir)
-        experiment = sweep.output_dir / "tune"
+    opening = SweepRunOpening(sweep) if sweep.tracking_uri is not None else None
+    trainable = tune.with_parameters(
+        trial.train_trial,
+        base=base,
+        loss_params=loss_params,
+        modifiers=modifiers,
+        workers=search.workers_per_trial,
+        gpus=search.gpus_per_trial,
+        cpus_per_worker=cpus_per_worker,
+        keep_models=search.keep_models,
+        parent_channel=opening and opening.channel,
+        metric=sweep.metric,
+        mode=sweep.mode,
+    )
+    if search.workers_per_trial > 1:
+        # One bundle per rank: the trial process (rank 0) takes the first, its TrialWorker actors the others.
+        bundle = {"CPU": cpus_per_worker, **({"GPU": search.gpus_per_trial} if search.gpus_per_trial else {})}
+        trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([bundle] * search.workers_per_trial))
+        # A trial process Tune does not keep is given up to 10 minutes to end by itself. Rank 0 ends at
+        # once when Tune stops its trial (embedlab.trial_group), but should it be stuck in a collective,
+        # killing the process after a few seconds ends its ranks (actors it owns) and frees their bundles;
+        # the sweep itself closes a stopped trial's MLflow run, so the trial has nothing left to clean up.
+        os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
+    else:
+        trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": search.gpus_per_trial})
+    storage = str(sweep.output_dir)
+    experiment = sweep.output_dir / "tune"
+    try:
         if resume:
             if not tune.Tuner.can_restore(str(experiment)):
                 raise EmbedlabError(f"nothing to resume in {experiment}: run the sweep without --resume first")
@@ -542,7 +553,73 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             # data, out of memory) comes back on a rerun; `--resume` reruns errored trials when the cause is fixed.
             run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=1, failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
             tuner = tune.Tuner(trainable, tune_config=_tune_config(sweep), run_config=run_config)
-        return finish_sweep(sweep, tuner.fit(), parent)
+        results = tuner.fit()
+    except BaseException as error:  # an interrupted or crashed sweep is not left RUNNING in MLflow
+        if opening is not None:
+            tracking.fail_run(opening.opened(), error)
+        raise
+    finally:
+        if opening is not None:
+            opening.close()
+    return finish_sweep(sweep, results, opening and opening.result())
+
+
+class SweepRunOpening:
+    """The sweep's MLflow run, opened in a thread while Tune starts the first trial process (a new local
+    store creates its tables for seconds, as long as that process takes to import its libraries). The
+    trials wait for it only when they open their own runs, after loading their inputs: the opened run's
+    location reaches them through Ray's key-value store (every node of the cluster reads it), under a key
+    of this sweep run's own, `channel`."""
+
+    NAMESPACE = "embedlab"
+    WAIT_S = 600  # the opening takes seconds; a trial that waits this long fails instead of hanging
+
+    def __init__(self, sweep: Sweep):
+        self.channel = f"sweep-run-{uuid.uuid4().hex}"
+        opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-run")
+        self._future = opener.submit(self._open, sweep)
+        opener.shutdown(wait=False)  # the thread ends with the opening
+
+    def _open(self, sweep: Sweep) -> tracking.Tracker:
+        from ray.experimental import internal_kv
+
+        try:
+            parent = open_sweep_run(sweep)
+            published = parent.location() | {"key": parent.key, "sweep": sweep.name}
+        except BaseException as error:
+            internal_kv._internal_kv_put(self.channel, json.dumps({"error": tracking.first_line(error)}), namespace=self.NAMESPACE)
+            raise
+        internal_kv._internal_kv_put(self.channel, json.dumps(published), namespace=self.NAMESPACE)
+        return parent
+
+    def result(self) -> tracking.Tracker:
+        """The opened run; the opening's own error if it failed."""
+        return self._future.result()
+
+    def opened(self) -> tracking.Tracker | None:
+        """The opened run, or None if the opening failed."""
+        return None if self._future.exception() else self._future.result()
+
+    def close(self) -> None:
+        from ray.experimental import internal_kv
+
+        self._future.exception()  # the opening has ended: nothing publishes after this
+        internal_kv._internal_kv_del(self.channel, namespace=self.NAMESPACE)
+
+    @classmethod
+    def wait(cls, channel: str) -> dict:
+        """In a trial: the sweep run's location (`Tracker.location()`, its key and the sweep's name)."""
+        from ray.experimental import internal_kv
+
+        waited = time.monotonic()
+        while (value := internal_kv._internal_kv_get(channel, namespace=cls.NAMESPACE)) is None:
+            if time.monotonic() - waited > cls.WAIT_S:
+                raise EmbedlabError(f"the sweep's MLflow run was not opened within {cls.WAIT_S} s: see the sweep's log for why")
+            time.sleep(0.05)
+        parent = json.loads(value)
+        if "error" in parent:
+            raise EmbedlabError(f"the sweep's MLflow run could not be opened: {parent['error']}")
+        return parent
 
 
 def finish_sweep(sweep: Sweep, results, parent) -> dict:

@@ -14,19 +14,27 @@ whether the trial goes on, so a stopped trial's ranks end together and the group
 A trial whose rank 0 fails anywhere else leaves the other ranks waiting in a collective: the group is ended,
 its actors killed, and the next trial starts a new one. A rank other than 0 that fails ends its process,
 so that rank 0's next collective fails (on gloo at once) instead of waiting.
+
+A trial process starts its other ranks (`start`, from embedlab.trial) before it imports torch and the rest
+of embedlab, so this module imports those only where it uses them: each rank imports them in its own
+process, at the same time.
 """
+
+from __future__ import annotations
 
 import os
 import socket
 import traceback
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import ray
-import torch.distributed
 
-from embedlab import run, trial_cache
-from embedlab.config import Config
 from embedlab.errors import EmbedlabError
+
+if TYPE_CHECKING:
+    from embedlab.config import Config
+    from embedlab.run import Prepared
 
 # Every rank has started and loaded its inputs before any joins (rank 0 waits for their `prepare`), so joining
 # takes moments: a rank that cannot reach rank 0 fails the trial after this, not after torch's 30 minutes.
@@ -34,6 +42,8 @@ JOIN_TIMEOUT = timedelta(minutes=5)
 
 
 def join_group(address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> None:
+    import torch.distributed
+
     if use_gpu:
         torch.cuda.set_device(0)  # Ray shows each rank its own GPU only; NCCL's barriers and broadcasts use it
     store = torch.distributed.TCPStore(address, port, world_size, is_master=rank == 0, timeout=JOIN_TIMEOUT)
@@ -42,6 +52,8 @@ def join_group(address: str, port: int, rank: int, world_size: int, use_gpu: boo
 
 def go_on(decision: bool | None = None) -> bool:
     """Rank 0's decision whether the trial goes on, on every rank (rank 0 passes it, the others receive it)."""
+    import torch.distributed
+
     decided = [decision]
     torch.distributed.broadcast_object_list(decided, src=0)
     return decided[0]
@@ -98,8 +110,15 @@ class TrialWorker:
     """Rank `rank` (> 0) of a trial group. For each trial rank 0 calls `prepare` (the trial's inputs, loaded
     while rank 0 loads its own), in a new group `join`, then `train`."""
 
+    def __init__(self):
+        from embedlab import run, trial_cache  # torch and transformers, while rank 0 imports its own
+
+        self.run, self.trial_cache = run, trial_cache
+
     def prepare(self, config: dict, device: str) -> int:
-        self.prepared = trial_cache.prepare(Config.from_dict(config), device=device)
+        from embedlab.config import Config
+
+        self.prepared = self.trial_cache.prepare(Config.from_dict(config), device=device)
         return os.getpid()
 
     def join(self, address: str, port: int, rank: int, world_size: int, use_gpu: bool) -> None:
@@ -108,7 +127,7 @@ class TrialWorker:
 
     def train(self) -> None:
         try:
-            run.make_trainer(self.prepared, [FollowRank0()], rank=self.rank, world_size=self.world_size).train()
+            self.run.make_trainer(self.prepared, [FollowRank0()], rank=self.rank, world_size=self.world_size).train()
         except TrialStopped:
             return
         except BaseException:
@@ -124,6 +143,7 @@ class TrialGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.world_size, self.use_gpu, self.joined, self.pids = world_size, use_gpu, False, None
+        self.used = False  # by a trial: a later trial finds the group kept
         group = get_current_placement_group()  # the trial's: bundle 0 holds this process, bundle k rank k
         self.workers = [
             TrialWorker.options(
@@ -146,6 +166,8 @@ class TrialGroup:
         self.joined = True
 
     def end(self) -> None:
+        import torch.distributed
+
         for worker in self.workers:
             ray.kill(worker)
         if torch.distributed.is_initialized():
@@ -155,17 +177,24 @@ class TrialGroup:
 _group: TrialGroup | None = None  # this trial process's group, kept for its next trial
 
 
-def train(config: Config, callbacks=(), **tracked) -> dict:
-    """`run.train` for a trial of `config.distributed.workers` ranks (the same in every trial of a sweep): this
-    process is rank 0."""
+def start(world_size: int, use_gpu: bool, cpus_per_worker: int) -> None:
+    """Starts this trial process's other ranks, unless an earlier trial did (the same in every trial of a sweep)."""
     global _group
-    workers, use_gpu = config.distributed.workers, config.distributed.use_gpu
-    kept = _group is not None
     if _group is None:
-        _group = TrialGroup(workers, use_gpu, config.distributed.cpus_per_worker)
-    preparing = _group.prepare(config)  # the other ranks start (a new group) and load the trial's inputs meanwhile
+        _group = TrialGroup(world_size, use_gpu, cpus_per_worker)
+
+
+def prepare(config: Config) -> Prepared:
+    """`trial_cache.prepare` on every rank of a trial of `config.distributed.workers` ranks, joined in one process
+    group; this process is rank 0, and its Prepared is returned."""
+    from embedlab import trial_cache
+
+    distributed = config.distributed
+    start(distributed.workers, distributed.use_gpu, distributed.cpus_per_worker)
+    kept, _group.used = _group.used, True
+    preparing = _group.prepare(config)  # the other ranks load the trial's inputs meanwhile
     try:
-        prepared = trial_cache.prepare(config, device="cuda" if use_gpu else "cpu")
+        prepared = trial_cache.prepare(config, device="cuda" if distributed.use_gpu else "cpu")
         # A rank's own mistake (an input its node cannot read) is raised here. Such mistakes leave the group idle,
         # ready for the next trial; a rank whose process died, or a failed join, ends it.
         _group.pids = ray.get(preparing)
@@ -175,11 +204,18 @@ def train(config: Config, callbacks=(), **tracked) -> dict:
         if isinstance(error, ray.exceptions.RayActorError) or _group.pids is not None and not _group.joined:
             _end_group()
         raise
-    print(f"Trial workers: ranks 1-{workers - 1} (pids {_group.pids}) {'kept from an earlier trial' if kept else 'started'}")
+    print(f"Trial workers: ranks 1-{distributed.workers - 1} (pids {_group.pids}) {'kept from an earlier trial' if kept else 'started'}")
+    return prepared
+
+
+def train(prepared: Prepared, callbacks=(), **tracked) -> dict:
+    """`run.train` on the ranks `prepare` readied, this process as rank 0."""
+    from embedlab import run
+
     others = [worker.train.remote() for worker in _group.workers]
     rank0 = Rank0Callbacks(callbacks)
     try:
-        results = run.train(prepared, [rank0], evaluate_before=False, world_size=workers, **tracked)
+        results = run.train(prepared, [rank0], evaluate_before=False, world_size=_group.world_size, **tracked)
         ray.get(others)
     except BaseException as error:
         if rank0.stopped and _ended_with(others):  # every rank left the trial together: the group lives on

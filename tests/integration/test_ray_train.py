@@ -308,7 +308,7 @@ def test_a_trial_group_keeps_its_ranks_through_a_stop_trains_as_one_process_and_
                         raise SystemExit(0)  # what Tune's report raises in a trial it stops
 
             try:
-                trial_group.train(config, callbacks=[Interrupt()])
+                trial_group.train(trial_group.prepare(config), callbacks=[Interrupt()])
             except RuntimeError as error:
                 return str(error), None
             except SystemExit:

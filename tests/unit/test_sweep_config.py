@@ -150,7 +150,7 @@ def test_gpus_per_trial_is_checked_against_the_cluster_before_any_trial(tmp_path
     sweep = prepare_sweep(load_config(_sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"losses": "auto", **search})))
     monkeypatch.setattr(ray_train, "connect", lambda address: None)  # a cluster with these resources
     monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
-    monkeypatch.setattr(sweeps, "open_sweep_run", lambda sweep: pytest.fail("the sweep started"))
+    monkeypatch.setattr(sweeps, "SweepRunOpening", lambda sweep: pytest.fail("the sweep started"))
     if message is None:
         with pytest.raises(BaseException, match="the sweep started"):
             sweeps.run_sweep(sweep)
