@@ -208,3 +208,34 @@ def test_asha_stops_and_optuna_records_a_nan_trial_without_crashing(sweep):
     optuna_trials = searcher._ot_study.get_trials()
     assert [trial.state for trial in optuna_trials] == [TrialState.COMPLETE, TrialState.COMPLETE]  # not left RUNNING
     assert [trial.value for trial in optuna_trials] == [0.3, -math.inf]
+
+
+def test_the_sweeps_run_reaches_its_trials_once_open_and_a_failed_opening_fails_them_in_one_line(sweep, monkeypatch):
+    """The sweep opens its MLflow run in a thread (SweepRunOpening) while Tune starts; a trial waits for its
+    location under the sweep run's channel in Ray's key-value store (a dict here)."""
+    from ray.experimental import internal_kv
+
+    store = {}
+    monkeypatch.setattr(internal_kv, "_internal_kv_put", lambda key, value, namespace: store.__setitem__((namespace, key), value))
+    monkeypatch.setattr(internal_kv, "_internal_kv_get", lambda key, namespace: store.get((namespace, key)))
+    monkeypatch.setattr(internal_kv, "_internal_kv_del", lambda key, namespace: store.pop((namespace, key), None))
+
+    opening = sweeps.SweepRunOpening(sweep)
+    parent = sweeps.SweepRunOpening.wait(opening.channel)
+    assert parent["run_id"] == opening.result().run_id and parent["key"] == f"{sweep.output_dir}#sweep" and parent["sweep"] == sweep.name
+    opening.close()
+    assert store == {}
+
+    def unreachable(sweep):
+        raise ConnectionError("MLflow server went away\ntraceback lines")
+
+    monkeypatch.setattr(sweeps, "open_sweep_run", unreachable)
+    failed = sweeps.SweepRunOpening(sweep)
+    with pytest.raises(EmbedlabError, match=r"^the sweep's MLflow run could not be opened: MLflow server went away$"):
+        sweeps.SweepRunOpening.wait(failed.channel)
+    with pytest.raises(ConnectionError):
+        failed.result()  # the sweep's own error, raised by run_sweep after its trials
+    assert failed.opened() is None
+    monkeypatch.setattr(sweeps.SweepRunOpening, "WAIT_S", 0.2)
+    with pytest.raises(EmbedlabError, match="was not opened within"):
+        sweeps.SweepRunOpening.wait("a channel nobody opens")
