@@ -199,7 +199,13 @@ def check_multi_node(config: Config, tracking_uri: str | None, nodes: int) -> No
             f"this Ray cluster has {nodes} nodes, and checkpoints would go to {storage_location(config)}, a folder on this "
             f"machine only: set distributed.storage_path (or {STORAGE_ENV}) to an s3:// / gs:// URI or a folder every node mounts"
         )
-    if tracking_uri is not None and not tracking_uri.startswith(("http://", "https://", "databricks")):
+    check_tracking_for_nodes(tracking_uri, nodes)
+
+
+def check_tracking_for_nodes(tracking_uri: str | None, nodes: int) -> None:
+    """A worker on another node cannot record into an MLflow store that is a file on this one (a SQLite
+    file, even on a folder every node mounts, is not made for writers on several machines)."""
+    if nodes > 1 and tracking_uri is not None and not tracking_uri.startswith(("http://", "https://", "databricks")):
         raise EmbedlabError(
             f"this Ray cluster has {nodes} nodes, and MLflow at {tracking.redact(tracking_uri)} is a store on this machine only: "
             "set tracking.uri (or MLFLOW_TRACKING_URI) to a tracking server, or `tracking: off`"

@@ -478,13 +478,18 @@ def prune_models(sweep: Sweep, summary: dict) -> None:
             shutil.rmtree(model)
 
 
-def with_absolute_paths(config: Config) -> Config:
-    """Trials run in their own folders: local paths made absolute. (A trial reads its data and model by
-    these paths, so a sweep on several nodes needs them on storage every node mounts.)"""
+def with_absolute_paths(config: Config) -> tuple[Config, list[str]]:
+    """Trials run in their own folders: local paths made absolute. Returns the config and those paths: a
+    trial reads its data and model by them, so on a cluster of several nodes every node must see them
+    (check_nodes)."""
     config = copy.deepcopy(config)
+    local = []
 
     def absolute(path):
-        return str(Path(path).resolve()) if isinstance(path, str) and Path(path).exists() else path
+        if isinstance(path, str) and Path(path).exists():
+            local.append(str(Path(path).resolve()))
+            return local[-1]
+        return path
 
     for source in [*config.train_sources().values()] + [entry.data for entry in config.evaluators + config.test_evaluators]:
         source.path = absolute(source.path)
@@ -494,7 +499,34 @@ def with_absolute_paths(config: Config) -> Config:
         if "guide" in loss.params:
             loss.params["guide"] = absolute(loss.params["guide"])
     config.output_dir = str(Path(config.output_dir).resolve())
-    return config
+    return config, list(dict.fromkeys(local))
+
+
+def check_nodes(sweep: Sweep, paths: list[str], nodes: int) -> None:
+    """On a cluster of several nodes a trial (and each of its ranks) runs on any node: it reads the data and
+    model by their paths here and writes into the sweep's folder, and records into MLflow. Before any trial
+    starts, a task on every other node looks for those paths and for a file written into the sweep's folder
+    now; what a node does not see, or a tracking store on this machine only, is refused in one line."""
+    from embedlab.ray_train import check_tracking_for_nodes
+
+    check_tracking_for_nodes(sweep.tracking_uri, nodes)
+    folder = sweep.output_dir.resolve()
+    made = [parent for parent in [folder, *folder.parents] if not parent.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".node-probe-{uuid.uuid4().hex}"
+    probe.write_text("")
+    try:
+        unseen = trial.unseen_on_other_nodes([*paths, str(probe)])
+    finally:
+        probe.unlink()
+        for created in made:  # a refused sweep leaves nothing behind
+            created.rmdir()
+    for node, missing in unseen.items():
+        what = f"the sweep's folder {folder}" if str(probe) in missing else ", ".join(missing)
+        raise EmbedlabError(
+            f"this Ray cluster has {nodes} nodes, and node {node} does not see {what}: a sweep's trials run on any node, "
+            "reading the data and model and writing into the sweep's folder, so put them on storage every node mounts"
+        )
 
 
 # --- the sweep --------------------------------------------------------------------------------------
@@ -505,14 +537,18 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     import ray
     from ray import tune
 
-    from embedlab.ray_train import connect
+    from embedlab.ray_train import connect, count_nodes
 
     search = sweep.search
     address = address if address is not None else sweep.config.distributed.address
     connect(address)
     check_gpus(search, ray.cluster_resources())
     cpus_per_worker = search.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // (search.max_concurrent * search.workers_per_trial))
-    base = with_absolute_paths(dataclasses.replace(sweep.config, search=None)).to_dict()
+    base, local_paths = with_absolute_paths(dataclasses.replace(sweep.config, search=None))
+    nodes = count_nodes()
+    if nodes > 1:
+        check_nodes(sweep, local_paths, nodes)
+    base = base.to_dict()
     loss_params = {data_set: {name: entry["params"] for name, entry in choices.items()} for data_set, choices in sweep.losses.items()}
     modifiers = list(search.modifiers)
     opening = SweepRunOpening(sweep) if sweep.tracking_uri is not None else None

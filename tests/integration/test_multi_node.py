@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,16 +54,39 @@ def object_store():
 
 
 @pytest.fixture(scope="module")
-def two_nodes(object_store):
+def cluster(object_store):
     import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    yield cluster.address
+    yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_nodes(cluster):
+    return cluster.address
+
+
+@pytest.fixture
+def new_worker_output(cluster):
+    """What the cluster's worker processes print from now on, read from their log files when called (a driver
+    that exits right after its last trial may not have received the last lines through Ray's log streaming)."""
+    logs = Path(cluster.head_node.get_session_dir_path()) / "logs"
+    seen = {path: path.stat().st_size for path in logs.glob("worker-*.out")}
+
+    def read() -> str:
+        output = ""
+        for path in logs.glob("worker-*.out"):
+            with open(path, errors="replace") as file:
+                file.seek(seen.get(path, 0))
+                output += file.read()
+        return output
+
+    return read
 
 
 @pytest.fixture
@@ -127,7 +151,43 @@ def test_two_workers_on_two_nodes_train_into_an_object_store_through_a_killed_wo
         server.stop()
 
 
-def test_a_sweeps_two_worker_trials_span_both_nodes_and_keep_their_ranks(two_nodes, tmp_path, tiny_model_path, pairs):
+def test_a_sweep_on_two_nodes_is_refused_before_any_trial_when_a_node_would_miss_its_paths_or_tracking(two_nodes, tmp_path, tiny_model_path, pairs, monkeypatch):
+    """A trial runs on any node. A tracking store on this machine only is refused, as for training. Then a task
+    on the other node looks for the sweep's data, model and folder: both nodes share this machine's disk, so a
+    path that only the driver's machine has is stood for by one that exists nowhere, added to what the sweep's
+    trials read. Each refusal is one line, and no trial starts."""
+    from embedlab import sweep as sweeps
+    from embedlab.config import load_config
+    from embedlab.errors import EmbedlabError
+
+    def sweep_file(name, **sections):
+        return write_config(
+            tmp_path / f"{name}.yaml", tiny_model_path, pairs, tmp_path / "sweep", loss={"name": "MultipleNegativesRankingLoss"},
+            evaluators=[{"name": "dev", "data": str(pairs)}], training={"batch_size": 4, "max_steps": 2},
+            search={"losses": ["MultipleNegativesRankingLoss"], "space": {"training.learning_rate": {"loguniform": [1e-5, 1e-3]}}, "num_samples": 1},
+            **sections,
+        )  # fmt: skip
+
+    with pytest.raises(EmbedlabError) as refused:
+        sweeps.run_sweep(sweeps.prepare_sweep(load_config(sweep_file("tracked"))), address=two_nodes)
+    assert "this Ray cluster has 2 nodes, and MLflow at sqlite:" in str(refused.value) and "\n" not in str(refused.value)
+
+    with_absolute_paths = sweeps.with_absolute_paths
+
+    def with_a_path_only_here(config):
+        config, paths = with_absolute_paths(config)
+        return config, [*paths, str(tmp_path / "only-on-the-driver.jsonl")]
+
+    monkeypatch.setattr(sweeps, "with_absolute_paths", with_a_path_only_here)
+    with pytest.raises(EmbedlabError) as refused:
+        sweeps.run_sweep(sweeps.prepare_sweep(load_config(sweep_file("untracked", tracking="off"))), address=two_nodes)
+    message = str(refused.value)
+    assert re.search(r"this Ray cluster has 2 nodes, and node [\d.]+ does not see \S+only-on-the-driver.jsonl: a sweep's trials run on any node", message), message
+    assert str(pairs) not in message and "\n" not in message  # the data itself is seen there
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_sweeps_two_worker_trials_span_both_nodes_and_keep_their_ranks(two_nodes, new_worker_output, tmp_path, tiny_model_path, pairs):
     """Each node has one CPU, so a trial's two bundles (1 CPU per rank) lie on different nodes: rank 1 joins
     rank 0's process group over the network, reads the trial's inputs and writes its checkpoints in the trial's
     folder (here this machine's disk, standing for storage both nodes mount). The second trial trains on the
@@ -144,7 +204,7 @@ def test_a_sweeps_two_worker_trials_span_both_nodes_and_keep_their_ranks(two_nod
     command = [sys.executable, "-m", "embedlab.cli", "sweep", str(config), "--address", two_nodes]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    output = result.stdout + result.stderr
+    output = new_worker_output()
     assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) started", output)) == 1
     assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) kept from an earlier trial", output)) == 1
     trials = list((tmp_path / "sweep" / "trials").iterdir())
