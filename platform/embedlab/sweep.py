@@ -548,37 +548,11 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     nodes = count_nodes()
     if nodes > 1:
         check_nodes(sweep, local_paths, nodes)
-    base = base.to_dict()
-    loss_params = {data_set: {name: entry["params"] for name, entry in choices.items()} for data_set, choices in sweep.losses.items()}
-    modifiers = list(search.modifiers)
     opening = SweepRunOpening(sweep) if sweep.tracking_uri is not None else None
-    trainable = tune.with_parameters(
-        trial.train_trial,
-        base=base,
-        loss_params=loss_params,
-        modifiers=modifiers,
-        workers=search.workers_per_trial,
-        gpus=search.gpus_per_trial,
-        cpus_per_worker=cpus_per_worker,
-        keep_models=search.keep_models,
-        parent_channel=opening and opening.channel,
-        metric=sweep.metric,
-        mode=sweep.mode,
-    )
-    if search.workers_per_trial > 1:
-        # One bundle per rank: the trial process (rank 0) takes the first, its TrialWorker actors the others.
-        bundle = {"CPU": cpus_per_worker, **({"GPU": search.gpus_per_trial} if search.gpus_per_trial else {})}
-        trainable = tune.with_resources(trainable, tune.PlacementGroupFactory([bundle] * search.workers_per_trial))
-        # A trial process Tune does not keep is given up to 10 minutes to end by itself. Rank 0 ends at
-        # once when Tune stops its trial (embedlab.trial_group), but should it be stuck in a collective,
-        # killing the process after a few seconds ends its ranks (actors it owns) and frees their bundles;
-        # the sweep itself closes a stopped trial's MLflow run, so the trial has nothing left to clean up.
-        os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
-    else:
-        trainable = tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": search.gpus_per_trial})
-    storage = str(sweep.output_dir)
-    experiment = sweep.output_dir / "tune"
     try:
+        trainable = _trainable(sweep, base.to_dict(), cpus_per_worker, opening and opening.channel)
+        storage = str(sweep.output_dir)
+        experiment = sweep.output_dir / "tune"
         if resume:
             if not tune.Tuner.can_restore(str(experiment)):
                 raise EmbedlabError(f"nothing to resume in {experiment}: run the sweep without --resume first")
@@ -598,6 +572,36 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
         if opening is not None:
             opening.close()
     return finish_sweep(sweep, results, opening and opening.result())
+
+
+def _trainable(sweep: Sweep, base: dict, cpus_per_worker: int, parent_channel: str | None):
+    """Tune's trainable: embedlab.trial.train_trial with the sweep's settings, and each trial's resources."""
+    from ray import tune
+
+    search = sweep.search
+    trainable = tune.with_parameters(
+        trial.train_trial,
+        base=base,
+        loss_params={data_set: {name: entry["params"] for name, entry in choices.items()} for data_set, choices in sweep.losses.items()},
+        modifiers=list(search.modifiers),
+        workers=search.workers_per_trial,
+        gpus=search.gpus_per_trial,
+        cpus_per_worker=cpus_per_worker,
+        keep_models=search.keep_models,
+        parent_channel=parent_channel,
+        metric=sweep.metric,
+        mode=sweep.mode,
+    )
+    if search.workers_per_trial == 1:
+        return tune.with_resources(trainable, {"CPU": cpus_per_worker, "GPU": search.gpus_per_trial})
+    # One bundle per rank: the trial process (rank 0) takes the first, its TrialWorker actors the others.
+    bundle = {"CPU": cpus_per_worker, **({"GPU": search.gpus_per_trial} if search.gpus_per_trial else {})}
+    # A trial process Tune does not keep is given up to 10 minutes to end by itself. Rank 0 ends at
+    # once when Tune stops its trial (embedlab.trial_group), but should it be stuck in a collective,
+    # killing the process after a few seconds ends its ranks (actors it owns) and frees their bundles;
+    # the sweep itself closes a stopped trial's MLflow run, so the trial has nothing left to clean up.
+    os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "5")
+    return tune.with_resources(trainable, tune.PlacementGroupFactory([bundle] * search.workers_per_trial))
 
 
 class SweepRunOpening:

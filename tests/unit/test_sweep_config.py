@@ -148,7 +148,8 @@ def test_gpus_per_trial_is_checked_against_the_cluster_before_any_trial(tmp_path
     from embedlab import ray_train
 
     sweep = prepare_sweep(load_config(_sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"losses": "auto", **search})))
-    monkeypatch.setattr(ray_train, "connect", lambda address: None)  # a cluster with these resources
+    monkeypatch.setattr(ray_train, "connect", lambda address: None)  # a cluster of one node with these resources
+    monkeypatch.setattr(ray_train, "count_nodes", lambda: 1)
     monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
     monkeypatch.setattr(sweeps, "SweepRunOpening", lambda sweep: pytest.fail("the sweep started"))
     if message is None:
