@@ -25,6 +25,7 @@ run (see `trial_row`); only trials that finished with a number compete for the b
 which none did ends with one line saying so.
 """
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -117,7 +118,7 @@ def prepare_sweep(config: Config) -> Sweep:
         loss_name, entry = next(iter(choices.items()))
         first_losses[name] = dataclasses.replace(first_losses[name], name=loss_name, params=entry["params"])
     loss = first_losses if config.is_mixture else first_losses[SINGLE_DATA_SET]
-    # Checked as a trial runs: with its ranks, whose global batch is theirs together (train_trial).
+    # Checked as a trial runs: with its ranks, whose global batch is theirs together (run_trial).
     distributed = dataclasses.replace(config.distributed, workers=search.workers_per_trial) if search.workers_per_trial > 1 else config.distributed
     prepared = run.prepare(dataclasses.replace(config, search=None, loss=loss, distributed=distributed), device="cpu")
     for key, spec in search.space.items():
@@ -320,13 +321,19 @@ def modifier_label(option: LossModifierConfig | None) -> str:
 
 
 # --- one trial --------------------------------------------------------------------------------------
-def trial_config(base: dict, params: dict, loss_params: dict, modifiers: list, output_dir: str) -> Config:
+def plain_modifiers(search: SearchConfig) -> list[dict | None]:
+    """search.modifiers as plain values, as trials receive them (unpickling them imports nothing: embedlab.trial)."""
+    return [None if option is None else dataclasses.asdict(option) for option in search.modifiers]
+
+
+def trial_config(base: dict, params: dict, loss_params: dict, modifiers: list[dict | None], output_dir: str) -> Config:
     """The train config of one trial: the base config with the trial's choices filled in. `loss_params`: data
-    set -> loss name -> its fixed parameters (Sweep.losses' "params")."""
+    set -> loss name -> its fixed parameters (Sweep.losses' "params"); `modifiers`: `plain_modifiers`."""
     raw = copy.deepcopy(base)
     raw["search"] = None
     built = Config.from_dict(raw)
-    chosen = [option for option in modifiers if modifier_label(option) == params.get("modifier")]
+    options = [None if option is None else LossModifierConfig(**option) for option in modifiers]
+    chosen = [option for option in options if modifier_label(option) == params.get("modifier")]
     losses, loss_keys = {}, set()  # data set -> its loss section; the params that went into them
     for data_set in built.train_sources():
         prefix = f"{data_set}." if built.is_mixture else ""
@@ -419,6 +426,8 @@ def run_trial(
     if finished.exists():
         tune.report(for_tune({**json.loads(finished.read_text()), FINISHED: True}, metric, mode))
         return
+    if parent_channel is not None:
+        SweepRunOpening.check(parent_channel)  # a sweep whose run failed to open: no trial loads anything
     config = trial_config(base, params, loss_params, modifiers, str(output_dir))
     if workers > 1:
         # The run identity, checks and MLflow params see the trial's ranks (its global batch is theirs together).
@@ -519,8 +528,9 @@ def check_nodes(sweep: Sweep, paths: list[str], nodes: int) -> None:
         unseen = trial.unseen_on_other_nodes([*paths, str(probe)])
     finally:
         probe.unlink()
-        for created in made:  # a refused sweep leaves nothing behind
-            created.rmdir()
+        for created in made:  # the folders made for the probe go again, if nothing else wrote into them
+            with contextlib.suppress(OSError):
+                created.rmdir()
     for node, missing in unseen.items():
         what = f"the sweep's folder {folder}" if str(probe) in missing else ", ".join(missing)
         raise EmbedlabError(
@@ -564,14 +574,14 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=1, failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
             tuner = tune.Tuner(trainable, tune_config=_tune_config(sweep), run_config=run_config)
         results = tuner.fit()
+        if opening is not None:
+            opening.close()  # every trial has ended
+        return finish_sweep(sweep, results, opening and opening.result())
     except BaseException as error:  # an interrupted or crashed sweep is not left RUNNING in MLflow
         if opening is not None:
             tracking.fail_run(opening.opened(), error)
-        raise
-    finally:
-        if opening is not None:
             opening.close()
-    return finish_sweep(sweep, results, opening and opening.result())
+        raise
 
 
 def _trainable(sweep: Sweep, base: dict, cpus_per_worker: int, parent_channel: str | None):
@@ -583,7 +593,7 @@ def _trainable(sweep: Sweep, base: dict, cpus_per_worker: int, parent_channel: s
         trial.train_trial,
         base=base,
         loss_params={data_set: {name: entry["params"] for name, entry in choices.items()} for data_set, choices in sweep.losses.items()},
-        modifiers=list(search.modifiers),
+        modifiers=plain_modifiers(search),
         workers=search.workers_per_trial,
         gpus=search.gpus_per_trial,
         cpus_per_worker=cpus_per_worker,
@@ -649,15 +659,22 @@ class SweepRunOpening:
     @classmethod
     def wait(cls, channel: str) -> dict:
         """In a trial: the sweep run's location (`Tracker.location()`, its key and the sweep's name)."""
-        from ray.experimental import internal_kv
-
         waited = time.monotonic()
-        while (value := internal_kv._internal_kv_get(channel, namespace=cls.NAMESPACE)) is None:
+        while (parent := cls.check(channel)) is None:
             if time.monotonic() - waited > cls.WAIT_S:
                 raise EmbedlabError(f"the sweep's MLflow run was not opened within {cls.WAIT_S} s: see the sweep's log for why")
             time.sleep(0.05)
-        parent = json.loads(value)
-        if "error" in parent:
+        return parent
+
+    @classmethod
+    def check(cls, channel: str) -> dict | None:
+        """In a trial: the sweep run's location once opened, else None; raises if the opening failed."""
+        # Ray's own cluster-wide key-value store (Tune registers its trainables there too).
+        from ray.experimental import internal_kv
+
+        value = internal_kv._internal_kv_get(channel, namespace=cls.NAMESPACE)
+        parent = None if value is None else json.loads(value)
+        if parent is not None and "error" in parent:
             raise EmbedlabError(f"the sweep's MLflow run could not be opened: {parent['error']}")
         return parent
 

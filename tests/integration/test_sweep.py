@@ -18,7 +18,6 @@ import pytest
 from conftest import REPO, sentence, write_config, write_jsonl
 
 pytestmark = pytest.mark.integration
-RAY_SESSIONS = "/tmp/ray"  # where the sweep's local Ray cluster keeps its sessions' logs
 
 
 @pytest.fixture
@@ -56,9 +55,13 @@ def _sweep(config, *flags, **kwargs):
 def _trial_process_output(output: str) -> str:
     """What the sweep's first trial process printed, read from its Ray log file: the sweep's own output may lack
     the last lines of a short last trial (the driver exits before Ray's log streaming brings them)."""
-    pid = re.search(r"\(train_trial pid=(\d+)\)", output).group(1)
-    log = max(Path(RAY_SESSIONS).glob(f"session_*/logs/worker-*-{pid}.out"), key=lambda path: path.stat().st_mtime)
-    return log.read_text(errors="replace")
+    from ray._common.utils import get_default_ray_temp_dir  # where a local cluster keeps its sessions' logs
+
+    found = re.search(r"\(train_trial pid=(\d+)\)", output)
+    assert found, output[-3000:]
+    logs = sorted(Path(get_default_ray_temp_dir()).glob(f"session_*/logs/worker-*-{found.group(1)}.out"), key=lambda path: path.stat().st_mtime)
+    assert logs, f"no Ray log file of the trial process {found.group(1)} under {get_default_ray_temp_dir()}"
+    return logs[-1].read_text(errors="replace")
 
 
 def _trials(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from conftest import sentence, write_config, write_jsonl
+from embedlab import sweep as sweeps
 from embedlab.config import load_config
 from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
@@ -67,7 +68,7 @@ def test_a_trial_config_gives_each_data_set_its_chosen_loss_and_the_mixture_its_
     sweep = prepare_sweep(_sweep_config(tmp_path, tiny_model_path, files, search, mixture={"weights": {"scores": 1, "pairs": 1, "classes": 1}}))
     params = {"pairs.loss": "CachedMultipleNegativesRankingLoss", "pairs.CachedMultipleNegativesRankingLoss.scale": 30.0, "modifier": "MatryoshkaLoss", "training.mixture.weights.pairs": 2.5}
     loss_params = {data_set: {name: entry["params"] for name, entry in choices.items()} for data_set, choices in sweep.losses.items()}
-    config = trial_config(sweep.config.to_dict(), params, loss_params, sweep.search.modifiers, str(tmp_path / "t1"))
+    config = trial_config(sweep.config.to_dict(), params, loss_params, sweeps.plain_modifiers(sweep.search), str(tmp_path / "t1"))
     assert config.loss["pairs"].name == "CachedMultipleNegativesRankingLoss" and config.loss["pairs"].params == {"mini_batch_size": 4, "scale": 30.0}
     assert config.loss["scores"].name == "CoSENTLoss" and config.loss["classes"].name == "BatchAllTripletLoss"
     assert all([modifier.name for modifier in loss.modifiers] == ["MatryoshkaLoss"] for loss in config.loss.values())

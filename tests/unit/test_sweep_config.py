@@ -54,10 +54,33 @@ def test_a_trial_config_fills_in_the_loss_its_parameters_and_the_common_keys(tmp
     assert parameter_names(sweep) == ["loss", "MultipleNegativesRankingLoss.scale", "TripletLoss.triplet_margin", "modifier"]
     base = sweep.config.to_dict()
     params = {"loss": "TripletLoss", "TripletLoss.triplet_margin": 2.5, "modifier": "MatryoshkaLoss", "training.learning_rate": 3e-4}
-    config = trial_config(base, params, {"train": {}}, sweep.search.modifiers, str(tmp_path / "t1"))
+    config = trial_config(base, params, {"train": {}}, sweeps.plain_modifiers(sweep.search), str(tmp_path / "t1"))
     assert config.loss.name == "TripletLoss" and config.loss.params == {"triplet_margin": 2.5}
     assert [modifier.name for modifier in config.loss.modifiers] == ["MatryoshkaLoss"]
     assert config.training.learning_rate == 3e-4 and config.output_dir == str(tmp_path / "t1") and config.search is None
+
+
+def test_what_tune_ships_to_a_trial_is_plain_values(tmp_path, tiny_model_path, data, monkeypatch):
+    """Tune unpickles a trial's settings before embedlab.trial runs: objects of embedlab's classes there would
+    import embedlab.config and with it torch, before a trial of several workers has started its other ranks."""
+    from ray import tune
+
+    search = {"losses": ["MultipleNegativesRankingLoss", "TripletLoss"], "modifiers": [None, {"name": "MatryoshkaLoss", "params": {"matryoshka_dims": [32, 16]}}], "workers_per_trial": 2}
+    sweep = prepare_sweep(load_config(_sweep_file(tmp_path, tiny_model_path, data["triplets"], data["scores"], search)))
+    shipped = {}
+    monkeypatch.setattr(tune, "with_parameters", lambda function, **settings: shipped.update(settings) or function)
+    monkeypatch.setattr(tune, "with_resources", lambda trainable, resources: trainable)
+    sweeps._trainable(sweep, sweep.config.to_dict(), cpus_per_worker=1, parent_channel="sweep-run-1")
+
+    def plain(value) -> bool:
+        if isinstance(value, dict):
+            return all(isinstance(key, str) and plain(item) for key, item in value.items())
+        if isinstance(value, (list, tuple)):
+            return all(plain(item) for item in value)
+        return value is None or isinstance(value, (str, int, float, bool))
+
+    assert shipped["modifiers"] == [None, {"name": "MatryoshkaLoss", "params": {"matryoshka_dims": [32, 16]}}]
+    assert [name for name, value in shipped.items() if not plain(value)] == []
 
 
 @pytest.mark.parametrize(

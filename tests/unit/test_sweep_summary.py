@@ -220,10 +220,12 @@ def test_the_sweeps_run_reaches_its_trials_once_open_and_a_failed_opening_fails_
     monkeypatch.setattr(internal_kv, "_internal_kv_get", lambda key, namespace: store.get((namespace, key)))
     monkeypatch.setattr(internal_kv, "_internal_kv_del", lambda key, namespace: store.pop((namespace, key), None))
 
+    assert sweeps.SweepRunOpening.check("sweep-run-0") is None  # not opened yet: a trial goes on loading
     opening = sweeps.SweepRunOpening(sweep)
     parent = sweeps.SweepRunOpening.wait(opening.channel)
     assert parent["run_id"] == opening.result().run_id and parent["key"] == f"{sweep.output_dir}#sweep" and parent["sweep"] == sweep.name
     opening.close()
+    opening.result().finish()
     assert store == {}
 
     def unreachable(sweep):
@@ -233,6 +235,8 @@ def test_the_sweeps_run_reaches_its_trials_once_open_and_a_failed_opening_fails_
     failed = sweeps.SweepRunOpening(sweep)
     with pytest.raises(EmbedlabError, match=r"^the sweep's MLflow run could not be opened: MLflow server went away$"):
         sweeps.SweepRunOpening.wait(failed.channel)
+    with pytest.raises(EmbedlabError, match="could not be opened"):
+        sweeps.SweepRunOpening.check(failed.channel)  # what a trial asks before it loads anything
     with pytest.raises(ConnectionError):
         failed.result()  # the sweep's own error, raised by run_sweep after its trials
     assert failed.opened() is None
