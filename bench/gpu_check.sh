@@ -3,8 +3,9 @@
 # bf16 and under fp16 (with its gradient scaler), then on one Ray Train GPU worker (NCCL process group)
 # under bf16; then in-process bf16 with each batching: padded random batches, length-grouped padded batches,
 # random batches packed (training.pack_sequences); prints throughput for each and the fp16 run's final loss
-# scale, and checks that packed embeddings match padded ones on the GPU under bf16 autocast.
-# Run: bash bench/gpu_check.sh     (on a CUDA machine, after scripts/setup.sh; about 4 minutes)
+# scale, and checks that packed embeddings match padded ones on the GPU under bf16 autocast; last, a sweep
+# of 8 trials with four trials sharing the GPU (search.gpus_per_trial: 0.25), in trials/hour.
+# Run: bash bench/gpu_check.sh     (on a CUDA machine, after scripts/setup.sh; about 6 minutes)
 #      bash bench/gpu_check.sh --smoke-test    (20 steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,3 +56,13 @@ difference = max((a.float() - b.float()).abs().max().item() for a, b in zip(padd
 print(f"packed vs padded embeddings on the GPU, bf16: largest difference {difference:.2e}")
 assert difference < 5e-2, difference
 PY
+
+# Fractional GPUs: 8 trials of the STSb sweep, four at a time on the one GPU (search.gpus_per_trial: 0.25,
+# 4 CPUs each on a 16-core machine); trials/hour from the sweep's wall time, Ray's start included.
+SWEEP=bench/results/gpu_check/sweep_quarter_gpu
+rm -rf "$SWEEP"
+start=$(date +%s)
+"$PYTHON" -m embedlab.cli sweep experiments/sweeps/stsb_score_pairs.yaml search.gpus_per_trial=0.25 search.max_concurrent=4 \
+  search.num_samples=8 "training.max_steps=$STEPS" "training.eval_steps=$STEPS" training.save_steps=null \
+  training.mixed_precision=bf16 "test_evaluators=[]" "output_dir=$SWEEP"
+"$PYTHON" -c "import csv, sys; rows = list(csv.DictReader(open(sys.argv[1]))); seconds = int(sys.argv[2]); print(f'sweep, 4 trials per GPU: {len(rows)} trials ({sum(row[\"status\"] == \"ok\" for row in rows)} ok) of $STEPS steps in {seconds} s, {len(rows) * 3600 / seconds:.0f} trials/hour')" "$SWEEP/trials.csv" "$(( $(date +%s) - start ))"
