@@ -573,15 +573,14 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
             # data, out of memory) comes back on a rerun; `--resume` reruns errored trials when the cause is fixed.
             run_config = tune.RunConfig(name="tune", storage_path=storage, verbose=1, failure_config=tune.FailureConfig(max_failures=0, fail_fast=False))
             tuner = tune.Tuner(trainable, tune_config=_tune_config(sweep), run_config=run_config)
-        results = tuner.fit()
-        if opening is not None:
-            opening.close()  # every trial has ended
-        return finish_sweep(sweep, results, opening and opening.result())
+        return finish_sweep(sweep, tuner.fit(), opening and opening.result())
     except BaseException as error:  # an interrupted or crashed sweep is not left RUNNING in MLflow
         if opening is not None:
             tracking.fail_run(opening.opened(), error)
-            opening.close()
         raise
+    finally:
+        if opening is not None:
+            opening.close()  # fit() has ended every trial
 
 
 def _trainable(sweep: Sweep, base: dict, cpus_per_worker: int, parent_channel: str | None):
