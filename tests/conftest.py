@@ -42,6 +42,19 @@ def cli_error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.strip().splitlines() if not RAY_FORWARDED_LOG.match(line)]
 
 
+def trial_process_log(output: str) -> str:
+    """What a sweep's first trial process printed, read from its Ray log file: the sweep's own `output` may lack
+    the last lines of a short last trial (the driver exits before Ray's log streaming brings them)."""
+    # Where a Ray cluster on this machine keeps its sessions' logs (RAY_TMPDIR or TMPDIR, else /tmp, + /ray).
+    from ray._common.utils import get_default_ray_temp_dir
+
+    found = re.search(r"\(train_trial pid=(\d+)\)", output)
+    assert found, output[-3000:]
+    logs = sorted(Path(get_default_ray_temp_dir()).glob(f"session_*/logs/worker-*-{found.group(1)}.out"), key=lambda path: path.stat().st_mtime)
+    assert logs, f"no Ray log file of the trial process {found.group(1)} under {get_default_ray_temp_dir()}"
+    return logs[-1].read_text(errors="replace")
+
+
 def build_tiny_model(path: Path, seed: int = 0) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 

@@ -11,11 +11,10 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, cli_error_lines, sentence, write_config, write_jsonl
+from conftest import REPO, cli_error_lines, sentence, trial_process_log, write_config, write_jsonl
 from embedlab import EmbeddingModel
 from embedlab.cli import main
 from test_mlflow_tracking import Server
@@ -54,39 +53,16 @@ def object_store():
 
 
 @pytest.fixture(scope="module")
-def cluster(object_store):
+def two_nodes(object_store):
     import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    yield cluster
+    yield cluster.address
     ray.shutdown()
     cluster.shutdown()
-
-
-@pytest.fixture(scope="module")
-def two_nodes(cluster):
-    return cluster.address
-
-
-@pytest.fixture
-def new_worker_output(cluster):
-    """What the cluster's worker processes print from now on, read from their log files when called (a driver
-    that exits right after its last trial may not have received the last lines through Ray's log streaming)."""
-    logs = Path(cluster.head_node.get_session_dir_path()) / "logs"
-    seen = {path: path.stat().st_size for path in logs.glob("worker-*.out")}
-
-    def read() -> str:
-        output = ""
-        for path in logs.glob("worker-*.out"):
-            with open(path, errors="replace") as file:
-                file.seek(seen.get(path, 0))
-                output += file.read()
-        return output
-
-    return read
 
 
 @pytest.fixture
@@ -187,7 +163,7 @@ def test_a_sweep_on_two_nodes_is_refused_before_any_trial_when_a_node_would_miss
     assert not (tmp_path / "sweep").exists()
 
 
-def test_a_sweeps_two_worker_trials_span_both_nodes_and_keep_their_ranks(two_nodes, new_worker_output, tmp_path, tiny_model_path, pairs):
+def test_a_sweeps_two_worker_trials_span_both_nodes_and_keep_their_ranks(two_nodes, tmp_path, tiny_model_path, pairs):
     """Each node has one CPU, so a trial's two bundles (1 CPU per rank) lie on different nodes: rank 1 joins
     rank 0's process group over the network, reads the trial's inputs and writes its checkpoints in the trial's
     folder (here this machine's disk, standing for storage both nodes mount). The second trial trains on the
@@ -204,7 +180,7 @@ def test_a_sweeps_two_worker_trials_span_both_nodes_and_keep_their_ranks(two_nod
     command = [sys.executable, "-m", "embedlab.cli", "sweep", str(config), "--address", two_nodes]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    output = new_worker_output()
+    output = trial_process_log(result.stdout + result.stderr)
     assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) started", output)) == 1
     assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) kept from an earlier trial", output)) == 1
     trials = list((tmp_path / "sweep" / "trials").iterdir())

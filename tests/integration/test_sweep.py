@@ -11,11 +11,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, sentence, write_config, write_jsonl
+from conftest import REPO, sentence, trial_process_log, write_config, write_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -50,18 +49,6 @@ def sweep_file(tmp_path, tiny_model_path):
 def _sweep(config, *flags, **kwargs):
     command = [sys.executable, "-m", "embedlab.cli", "sweep", str(config), *flags]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
-
-
-def _trial_process_output(output: str) -> str:
-    """What the sweep's first trial process printed, read from its Ray log file: the sweep's own output may lack
-    the last lines of a short last trial (the driver exits before Ray's log streaming brings them)."""
-    from ray._common.utils import get_default_ray_temp_dir  # where a local cluster keeps its sessions' logs
-
-    found = re.search(r"\(train_trial pid=(\d+)\)", output)
-    assert found, output[-3000:]
-    logs = sorted(Path(get_default_ray_temp_dir()).glob(f"session_*/logs/worker-*-{found.group(1)}.out"), key=lambda path: path.stat().st_mtime)
-    assert logs, f"no Ray log file of the trial process {found.group(1)} under {get_default_ray_temp_dir()}"
-    return logs[-1].read_text(errors="replace")
 
 
 def _trials(tmp_path):
@@ -164,6 +151,6 @@ def test_trials_of_two_workers_keep_their_ranks_even_through_an_asha_stop(tmp_pa
     first, diverged, third = (next(row for row in _trials(tmp_path) if float(row["training.learning_rate"]) == point["training.learning_rate"]) for point in points)
     assert first["status"] == "ok" and diverged["status"] == "stopped" and int(diverged["step"]) < 4
     assert third["status"] == "ok" and third["step"] == "4"
-    trial_process = _trial_process_output(output)
+    trial_process = trial_process_log(output)
     assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) started", trial_process)) == 1
     assert len(re.findall(r"Trial workers: ranks 1-1 \(pids \[\d+\]\) kept from an earlier trial", trial_process)) == 2
