@@ -216,6 +216,27 @@ def check_for_metadata_columns(dataset, label_column: str | None = None, where: 
     raise MetadataColumnsError(problem, text + ([label] if label else []), label, name_label, where)
 
 
+def _check_text_column(dataset, name: str, columns: list[str]) -> None:
+    """A one-line error for an input column with a missing value (a JSON null, an empty Parquet cell) or with
+    values that are not text."""
+    column = dataset.with_format("arrow")[name]  # every row, at arrow speed
+    if column.null_count:
+        index = column.is_null().index(True).as_py()
+        raise EmbedlabError(f"input column '{name}' has a missing value at {_row_hint(index)}: fill or drop those rows")
+    sample = dataset[:100][name]  # a sample: columns are typed
+    if all(isinstance(value, str) for value in sample):
+        return
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in sample):
+        raise EmbedlabError(
+            f"input column '{name}' holds numbers, not text: if it is the label, name it as such (`--label-column "
+            f"{name}` on the command line, `label_column: {name}` in the data source); columns are {columns}"
+        )
+    raise EmbedlabError(
+        f"input column '{name}' does not hold text: select the text columns "
+        f"(and the label) with the data source's `columns` key; columns are {columns}"
+    )
+
+
 def detect_format(dataset, label_column: str | None = None, format_key: str | None = None) -> DetectedFormat:
     """Reads a `datasets.Dataset`'s format; `format_key` overrides detection where the structure allows."""
     columns = list(dataset.column_names)
@@ -227,11 +248,7 @@ def detect_format(dataset, label_column: str | None = None, format_key: str | No
     if not input_columns:
         raise EmbedlabError(f"the data has no input columns, only the label column '{label_column}'")
     for name in input_columns:
-        if not all(isinstance(value, str) for value in dataset[:100][name]):  # a sample: columns are typed
-            raise EmbedlabError(
-                f"input column '{name}' does not hold text: select the text columns "
-                f"(and the label) with the data source's `columns` key; columns are {columns}"
-            )
+        _check_text_column(dataset, name, columns)
     kind = label_kind(label_column, dataset[label_column]) if label_column else NO_LABEL
 
     if format_key is not None:

@@ -29,6 +29,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import difflib
 import fcntl
 import inspect
 import json
@@ -47,7 +48,8 @@ from embedlab.config import SINGLE_DATA_SET, Config, LossModifierConfig, SearchC
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
-from embedlab.losses import CATALOGUE, check_format, get_loss_class
+from embedlab.losses import CATALOGUE, check_format, check_param_types, get_loss_class
+from embedlab.trainer import TRAINING_METRICS
 
 RANGE_KINDS = ("loguniform", "uniform", "int")
 NO_MODIFIER = "none"
@@ -128,6 +130,8 @@ def prepare_sweep(config: Config) -> Sweep:
         raise EmbedlabError("a sweep compares trials by an evaluator: add one under `evaluators`")
     scored_by = prepared.evaluators[0]
     metric = search.metric or scored_by.primary_metric
+    if search.metric is not None:
+        _check_metric(search.metric, prepared)
     mode = search.mode or ("max" if scored_by.greater_is_better else "min")
     format_key = ", ".join(f"{name}: {detected.format.key}" for name, detected in formats.items()) if config.is_mixture else formats[SINGLE_DATA_SET].format.key
     sweep = Sweep(config, search, format_key, losses, metric, mode, tracking.resolve_uri(config))
@@ -141,6 +145,19 @@ def prepare_sweep(config: Config) -> Sweep:
             if key in point and point[key] not in choices:
                 raise EmbedlabError(f"search.points_to_evaluate.{index}: {key} '{point[key]}' is not searched: {', '.join(choices)}")
     return sweep
+
+
+def _check_metric(metric: str, prepared) -> None:
+    """search.metric must be one the trials report: an evaluator's (or a training metric such as `loss`). Only
+    an evaluation tells an evaluator's metric names, so a metric that is no evaluator's primary one costs one
+    evaluation of the base model here, instead of every trial failing after it trained."""
+    if metric in TRAINING_METRICS or metric in {evaluator.primary_metric for evaluator in prepared.evaluators}:
+        return
+    reported = [name for evaluator in prepared.evaluators for name in evaluator(prepared.model)]
+    if metric not in reported:
+        close = difflib.get_close_matches(metric, reported, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise EmbedlabError(f"search.metric '{metric}' is not a metric of the evaluators: {hint}they report {', '.join(reported)}")
 
 
 def _required_params(loss_class: type) -> list[str]:
@@ -192,6 +209,9 @@ def _data_set_losses(spec, detected, where: str, only_suitable: bool) -> dict[st
                 raise EmbedlabError(f"{where}: {entry.name} has no parameter '{name}': its parameters are {', '.join(accepted)}")
             if range_spec is not None:
                 _check_range(f"{where}.{entry.name}.space.{name}", range_spec)
+                for value in _sampled_examples(range_spec):  # a trial would fail on it after Ray started
+                    check_param_types(loss_class, {name: value}, where=f"{where}.{entry.name}.space")
+        check_param_types(loss_class, entry.params, where=f"{where}.{entry.name}.params")
         missing = [name for name in _required_params(loss_class) if name not in entry.params and name not in space]
         if missing:
             raise EmbedlabError(f"{where}: {entry.name} needs {', '.join(missing)} in its params")
@@ -220,6 +240,14 @@ def _check_range(where: str, spec) -> None:
         raise EmbedlabError(f"{where}: the range [{low}, {high}] is empty or inverted: low must be below high")
     if kind == "loguniform" and low <= 0:
         raise EmbedlabError(f"{where}: loguniform needs low > 0, got {low}")
+
+
+def _sampled_examples(spec: dict) -> list:
+    """Values of the kind Tune samples from the range: each choice, a float for (log)uniform, an int for int."""
+    ((kind, values),) = spec.items()
+    if kind == "choice":
+        return list(values)
+    return [int(values[0]) if kind == "int" else float(values[0])]
 
 
 def _example_value(spec: dict):

@@ -73,7 +73,17 @@ def test_bad_labels_are_one_line_errors():
     with pytest.raises(EmbedlabError, match="mixes numbers and text"):
         detect_format(_data(sentence1=A, sentence2=B, score=["0.1", "n/a", "0.3"]))
     with pytest.raises(EmbedlabError, match="does not hold text"):
-        detect_format(_data(sentence1=A, year=[2001, 2002, 2003], score=[0.1, 0.2, 0.3]))
+        detect_format(_data(sentence1=A, tags=[["x"], ["y"], ["z"]], score=[0.1, 0.2, 0.3]))
+
+
+def test_bad_input_columns_are_one_line_errors_that_say_how_to_fix_them():
+    # A null past the first 100 rows (the sample the type check reads) is found too.
+    positives = [*(["a man is playing"] * 150), None, "a cat sits"]
+    with pytest.raises(EmbedlabError, match="input column 'positive' has a missing value at row 151: fill or drop those rows"):
+        detect_format(_data(anchor=["a dog runs"] * 152, positive=positives))
+    # A score column without a label name: naming it the label is the fix, not `columns`.
+    with pytest.raises(EmbedlabError, match="input column 'similarity' holds numbers, not text: .*`--label-column similarity`"):
+        detect_format(_data(text_a=A, text_b=B, similarity=[4.5, 1.0, 2.5]))
     with pytest.raises(EmbedlabError, match="no data format has 3 input column"):
         detect_format(_data(sentence1=A, sentence2=B, genre=C, label=[0, 1, 2]))
 

@@ -1,4 +1,5 @@
 import itertools
+import re
 
 import pytest
 import torch
@@ -71,6 +72,38 @@ def test_build_loss_checks_name_format_and_parameters(tiny_model):
         build_loss("MultipleNegativesRankingLoss", tiny_model, {}, pairs)
     with pytest.raises(EmbedlabError, match=r"has no parameter \['margin'\]"):
         build_loss("CoSENTLoss", tiny_model, {"margin": 1.0}, pairs)
+
+
+@pytest.mark.parametrize(
+    ("loss_name", "params", "message"),
+    [
+        ("CoSENTLoss", {"scale": "abc"}, "CoSENTLoss: scale must be a number, got 'abc'"),
+        ("CoSENTLoss", {"scale": None}, "CoSENTLoss: scale must be a number, got None"),
+        ("CoSENTLoss", {"scale": True}, "CoSENTLoss: scale must be a number, got True"),
+        ("CachedMultipleNegativesRankingLoss", {"mini_batch_size": 8.5}, "mini_batch_size must be a whole number, got 8.5"),
+        ("MultipleNegativesRankingLoss", {"gather_across_devices": "yes"}, "gather_across_devices must be true or false, got 'yes'"),
+    ],
+)
+def test_a_loss_parameter_of_the_wrong_type_is_refused_before_training(tiny_model, loss_name, params, message):
+    """Left unchecked, a string scale trains until the loss's first step fails with a torch TypeError."""
+    import datasets
+
+    columns = {"a": A, "b": B} if loss_name != "CoSENTLoss" else {"a": A, "b": B, "score": [0.1, 0.2, 0.3, 0.4]}
+    detected = detect_format(datasets.Dataset.from_dict(columns))
+    with pytest.raises(EmbedlabError, match=re.escape(message)):
+        build_loss(loss_name, tiny_model, params, detected)
+
+
+def test_modifier_parameters_are_type_checked_too(tiny_model):
+    import datasets
+
+    from embedlab.config import LossModifierConfig
+
+    detected = detect_format(datasets.Dataset.from_dict({"a": A, "b": B}))
+    ok = build_loss("MultipleNegativesRankingLoss", tiny_model, {"scale": 10}, detected, [LossModifierConfig("MatryoshkaLoss", {"matryoshka_dims": [16, 8], "matryoshka_weights": None})])
+    assert ok.get_config_dict()["matryoshka_dims"] == [16, 8]
+    with pytest.raises(EmbedlabError, match=re.escape("MatryoshkaLoss: matryoshka_dims must be a list of whole numbers, got [16, 'eight']")):
+        build_loss("MultipleNegativesRankingLoss", tiny_model, {}, detected, [LossModifierConfig("MatryoshkaLoss", {"matryoshka_dims": [16, "eight"]})])
 
 
 def test_custom_loss_by_dotted_path(tiny_model):

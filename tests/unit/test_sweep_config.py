@@ -99,6 +99,9 @@ def test_what_tune_ships_to_a_trial_is_plain_values(tmp_path, tiny_model_path, d
         ({"gpus_per_trial": 0.5, "workers_per_trial": 2}, "a trial of several workers needs a whole GPU per worker"),
         ({"keep_models": 0}, "search.keep_models must be at least 1"),
         ({"workers_per_trial": 5}, "training.batch_size 8 x 5 workers = 40 is larger than the data (32 rows)"),
+        ({"metric": "dev_spearman_cosin"}, "search.metric 'dev_spearman_cosin' is not a metric of the evaluators: did you mean 'dev_spearman_cosine'?"),
+        ({"losses": [{"name": "CoSENTLoss", "params": {"scale": "x"}}]}, "search.losses.CoSENTLoss.params: scale must be a number, got 'x'"),
+        ({"losses": [{"name": "CoSENTLoss", "space": {"scale": {"choice": [10, "abc"]}}}]}, "search.losses.CoSENTLoss.space: scale must be a number, got 'abc'"),
     ],
 )
 def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_model_path, data, capsys, search, message):
@@ -108,6 +111,12 @@ def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_mod
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0], error
     assert not ray.is_initialized() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("metric", ["dev_pearson_cosine", "dev_spearman_cosine", "loss"])
+def test_any_metric_the_trials_report_can_score_a_sweep(tmp_path, tiny_model_path, data, metric):
+    path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"metric": metric, "mode": "max"})
+    assert prepare_sweep(load_config(path)).metric == metric
 
 
 def test_sweep_runs_on_the_ray_cluster_given_by_address_or_config(tmp_path, tiny_model_path, data, monkeypatch):

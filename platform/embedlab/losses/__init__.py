@@ -9,6 +9,9 @@ constructor takes the model first, `forward(sentence_features, labels)` returns 
 import difflib
 import importlib
 import inspect
+import numbers
+import types
+import typing
 
 from embedlab import similarity
 from embedlab.errors import EmbedlabError
@@ -155,6 +158,49 @@ def _resolve_param(loss_class: type, name: str, value, model):
     return value
 
 
+def check_param_types(loss_class: type, params: dict, where: str | None = None) -> None:
+    """A one-line error for a parameter whose value its annotation rules out (`scale: abc`), which the loss
+    would otherwise only trip over in its first step. Annotations other than numbers, booleans, text and lists
+    of them (a module, a function) are not checked."""
+    try:
+        hints = typing.get_type_hints(loss_class.__init__)
+    except Exception:  # a custom loss whose annotations do not resolve: its own checks apply
+        return
+    for name, value in params.items():
+        expected = _describe_if_wrong(hints.get(name), value)
+        if expected is not None:
+            raise EmbedlabError(f"{where or loss_class.__name__}: {name} must be {expected}, got {value!r}")
+
+
+def _describe_if_wrong(annotation, value) -> str | None:
+    """What `annotation` asks for, in words, when `value` is not that; None when it is (or is not checked)."""
+    if annotation is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if annotation is int:
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "a whole number"
+    if annotation is float:
+        return None if isinstance(value, numbers.Real) and not isinstance(value, bool) else "a number"
+    if annotation is str:
+        return None if isinstance(value, str) else "text"
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in arguments:
+            return None
+        wanted = [_describe_if_wrong(argument, value) for argument in arguments if argument is not type(None)]
+        if None in wanted:
+            return None
+        return " or ".join(wanted) + (" (or null)" if type(None) in arguments else "")
+    if origin in (list, tuple) and arguments:
+        item = arguments[0]
+        wrong = not isinstance(value, (list, tuple)) or any(_describe_if_wrong(item, entry) is not None for entry in value)
+        items = _describe_if_wrong(item, object())  # what no value is: the item's description
+        return f"a list of {PLURALS.get(items, 'values')}" if wrong else None
+    return None
+
+
+PLURALS = {"true or false": "true/false values", "a whole number": "whole numbers", "a number": "numbers", "text": "texts"}
+
+
 def _defaults_from_context(loss_class: type, model, detected: DetectedFormat, accepted: list[str]) -> dict:
     """Parameters the data and model already know: e.g. SoftmaxLoss's embedding size and class count."""
     defaults = {}
@@ -171,6 +217,7 @@ def _construct(loss_class: type, model, params: dict, detected: DetectedFormat |
     unknown = [key for key in params if key not in accepted]
     if unknown:
         raise EmbedlabError(f"{loss_class.__name__} has no parameter {unknown}: its parameters are {', '.join(accepted)}")
+    check_param_types(loss_class, params)
     resolved = _defaults_from_context(loss_class, model, detected, accepted) if detected is not None else {}
     resolved.update({key: _resolve_param(loss_class, key, value, model) for key, value in params.items()})
     try:
