@@ -393,6 +393,15 @@ def _shaped_like(option, raw) -> bool:
     return False
 
 
+def _build_flag(options: list, raw, where: str):
+    """A key that takes true, false or a named setting (`group_by_length: auto`)."""
+    named = [value for option in options if option is not bool for value in typing.get_args(option)]
+    if isinstance(raw, bool) or raw in named:
+        return raw
+    why = " (YAML 1.2: yes, no, on and off are text)" if str(raw).lower() in ("yes", "no", "on", "off", "y", "n") else ""
+    raise EmbedlabError(f"config key '{where}' must be true, false or {' or '.join(map(str, named))}, got {_shown(raw)}{why}")
+
+
 def _build(cls, raw, where: str):
     """Builds dataclass `cls` from plain YAML data, checking keys and types on the way."""
     if dataclasses.is_dataclass(cls):
@@ -425,6 +434,8 @@ def _build(cls, raw, where: str):
         if raw is None:
             return None
         options = [option for option in typing.get_args(cls) if option is not type(None)]
+        if bool in options and all(option is bool or typing.get_origin(option) is Literal for option in options):
+            return _build_flag(options, raw, where)  # e.g. `bool | Literal["auto"]`: true, false or auto
         # Only the options the value is shaped for; a section before a mapping of names.
         shaped = [option for option in options if _shaped_like(option, raw)]
         options = [option for option in shaped if dataclasses.is_dataclass(option)] or shaped or options

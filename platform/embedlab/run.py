@@ -165,11 +165,12 @@ def check_training(config: Config, dataset, detected, loss) -> None:
         if value is not None and value < 1:
             hint = {"max_steps": ": leave it out to train for training.epochs", "eval_steps": ": leave it out to evaluate at the end only", "save_steps": ": leave it out to save no checkpoints"}.get(key, "")
             raise EmbedlabError(f"training.{key} must be at least 1, got {value}{hint}")
-    if args.learning_rate <= 0 or not 0 <= args.warmup_ratio <= 1 or args.max_grad_norm < 0:
-        raise EmbedlabError(
-            f"training.learning_rate must be > 0 (got {args.learning_rate}), warmup_ratio within [0, 1] (got {args.warmup_ratio}), "
-            f"max_grad_norm >= 0 (got {args.max_grad_norm}; 0 turns clipping off)"
-        )
+    if args.learning_rate <= 0:
+        raise EmbedlabError(f"training.learning_rate must be > 0, got {args.learning_rate}")
+    if not 0 <= args.warmup_ratio <= 1:
+        raise EmbedlabError(f"training.warmup_ratio must be within [0, 1] (a share of the steps), got {args.warmup_ratio}")
+    if args.max_grad_norm < 0:
+        raise EmbedlabError(f"training.max_grad_norm must be >= 0 (0 turns clipping off), got {args.max_grad_norm}")
     for name, rows in (dataset.items() if config.is_mixture else [(None, dataset)]):
         if args.batch_size * workers > len(rows):
             per_worker = f" x {workers} workers = {args.batch_size * workers}" if workers > 1 else ""

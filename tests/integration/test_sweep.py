@@ -86,7 +86,7 @@ def test_asha_stops_a_diverged_trial_an_erroring_one_fails_alone_and_the_best_is
 
     # The erroring trial is one failed trial, recorded with its error; Tune went on with the next one.
     assert len(errored) == 1 and errored[0]["status"] == "error" and errored[0]["dev_spearman_cosine"] == ""
-    assert "warmup_ratio within [0, 1] (got 5.0)" in errored[0]["error"] and os.path.exists(errored[0]["error_file"])
+    assert "warmup_ratio must be within [0, 1] (a share of the steps), got 5.0" in errored[0]["error"] and os.path.exists(errored[0]["error_file"])
 
     finished = [row for row in trials if row["status"] == "ok"]
     best = max(finished, key=lambda row: float(row["dev_spearman_cosine"]))
@@ -109,7 +109,7 @@ def test_asha_stops_a_diverged_trial_an_erroring_one_fails_alone_and_the_best_is
     assert stopped_run.data.tags["embedlab_metric_nan"] == "dev_spearman_cosine" and math.isnan(stopped_run.data.metrics["dev_spearman_cosine"])
     assert runs[best["trial_id"]].info.status == "FINISHED" and runs[best["trial_id"]].data.tags["embedlab_trial_status"] == "ok"
     failed_run = runs[errored[0]["trial_id"]]  # it failed before opening a run: the sweep made it one
-    assert failed_run.info.status == "FAILED" and "warmup_ratio within [0, 1]" in failed_run.data.tags["embedlab_error"]
+    assert failed_run.info.status == "FAILED" and "warmup_ratio must be within [0, 1]" in failed_run.data.tags["embedlab_error"]
 
 
 def test_a_sweep_killed_mid_run_resumes_with_every_trial_done_once(tmp_path, sweep_file):

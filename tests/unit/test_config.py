@@ -111,6 +111,8 @@ def test_a_number_for_a_string_key_asks_for_quotes(tmp_path):
     [
         ("training.mixed_precision=bf61", "config key 'training.mixed_precision' must be one of auto, no, bf16, fp16, got 'bf61' (did you mean 'bf16'?)"),
         ("training.mixed_precision=true", "config key 'training.mixed_precision' must be one of auto, no, bf16, fp16, got true"),
+        ("training.group_by_length=yes", "config key 'training.group_by_length' must be true, false or auto, got 'yes' (YAML 1.2: yes, no, on and off are text)"),
+        ("training.pack_sequences=1", "config key 'training.pack_sequences' must be true, false or auto, got 1"),
         ("training.sampler=no_duplicate", "must be one of auto, random, no_duplicates, group_by_label, got 'no_duplicate' (did you mean 'no_duplicates'?)"),
         ("tracking.mode=Optional", "config key 'tracking.mode' must be one of required, optional, off, got 'Optional' (did you mean 'optional'?)"),
         ("tracking=of", "config key 'tracking.mode' must be one of required, optional, off, got 'of' (did you mean 'off'?)"),

@@ -39,7 +39,9 @@ CASES = {
     "zero max_steps": ("pairs", {"training": {"max_steps": 0}}, [], "training.max_steps must be at least 1, got 0: leave it out to train for training.epochs"),
     "zero epochs": ("pairs", {"training": {"max_steps": None, "epochs": 0}}, [], "training.epochs must be at least 1, got 0"),
     "zero eval_steps": ("pairs", {"training": {"eval_steps": 0}}, [], "training.eval_steps must be at least 1, got 0"),
-    "negative learning rate": ("pairs", {}, ["training.learning_rate=-1e-5"], r"training.learning_rate must be > 0 \(got -1e-05\)"),
+    "negative learning rate": ("pairs", {}, ["training.learning_rate=-1e-5"], r"training.learning_rate must be > 0, got -1e-05$"),
+    "warm-up past the end": ("pairs", {}, ["training.warmup_ratio=2"], r"training.warmup_ratio must be within \[0, 1\] \(a share of the steps\), got 2.0$"),
+    "negative clipping norm": ("pairs", {}, ["training.max_grad_norm=-1"], r"training.max_grad_norm must be >= 0 \(0 turns clipping off\), got -1.0$"),
     # 8 workers x 8 rows need 64 rows a step; there are 48 (before: workers with no batch, an endless loop)
     "a global batch larger than the data": (
         "pairs", {}, ["--workers", "8"], r"training.batch_size 8 x 8 workers = 64 is larger than the data \(48 rows\): use a batch of at most 6 per worker",
