@@ -21,6 +21,7 @@ first, then two-worker sweeps. For each sweep:
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ def measure(kind: str, output: str) -> dict:
     from embedlab.ray_train import connect
     from embedlab.sweep import prepare_sweep, run_sweep
 
+    shutil.rmtree(output, ignore_errors=True)  # an earlier run's sweep: a folder holds one sweep
     workers = KINDS[kind]
     num_trials = args.trials if workers == 1 else args.worker_trials
     overrides = [

@@ -58,7 +58,7 @@ def cmd_sweep(args) -> None:
     if args.address:  # the flag wins over the config's distributed.address
         config = dataclasses.replace(config, distributed=dataclasses.replace(config.distributed, address=args.address))
     sweep = sweeps.prepare_sweep(config)
-    sweeps.write_resolved(sweep)
+    sweeps.write_resolved(sweep, resume=args.resume)
     space = ", ".join(sweeps.parameter_names(sweep))
     print(f"Sweep '{sweep.name}': {sweep.config.search.num_samples} trials over {', '.join(sweep.losses)} ({sweep.format_key} data); space: {space}")
     sweeps.print_summary(sweep, sweeps.run_sweep(sweep, resume=args.resume, address=config.distributed.address))

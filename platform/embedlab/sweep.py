@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedlab import run, tracking, trial
-from embedlab.config import SINGLE_DATA_SET, Config, LossModifierConfig, SearchConfig, dump_yaml
+from embedlab.config import SINGLE_DATA_SET, Config, LossModifierConfig, SearchConfig, dump_yaml, load_yaml
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError
 from embedlab.formats import losses_for
@@ -578,6 +578,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     from embedlab.ray_train import connect, count_nodes
 
     search = sweep.search
+    check_output_dir(sweep, resume)
     address = address if address is not None else sweep.config.distributed.address
     connect(address)
     check_gpus(search, ray.cluster_resources())
@@ -1009,6 +1010,34 @@ def _short(value):
     return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
-def write_resolved(sweep: Sweep) -> None:
+def write_resolved(sweep: Sweep, resume: bool = False) -> None:
+    """`<output_dir>/sweep.yaml`, the resolved config (redacted), once check_output_dir allows it."""
+    check_output_dir(sweep, resume)
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
-    (sweep.output_dir / "sweep.yaml").write_text(dump_yaml(tracking.redact_config(sweep.config.to_dict())))
+    (sweep.output_dir / "sweep.yaml").write_text(_resolved_yaml(sweep))
+
+
+def check_output_dir(sweep: Sweep, resume: bool) -> None:
+    """A sweep's folder holds one sweep: its trials, Tune's state and one MLflow run (found by the folder) are
+    that sweep's. So a folder where trials ran is continued only by --resume, and --resume only with the
+    config the sweep started with (sweep.yaml)."""
+    folder = sweep.output_dir
+    if not resume:
+        if (folder / "tune").exists():
+            raise EmbedlabError(f"{folder} already holds a sweep: --resume continues it (with the same config), or give the new sweep another output_dir")
+        return
+    written = folder / "sweep.yaml"
+    if not written.exists():
+        return  # run_sweep says there is nothing to resume
+    before, now = tracking.flatten(load_yaml(written.read_text()) or {}), tracking.flatten(load_yaml(_resolved_yaml(sweep)) or {})
+    keys = [key for key in dict.fromkeys([*before, *now]) if key != "distributed.address"]  # the cluster may have moved
+    changed = [f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in keys if before.get(key) != now.get(key)]
+    if changed:
+        raise EmbedlabError(
+            f"--resume continues the sweep in {folder} with the config it started with, and this one differs in {', '.join(changed)}: "
+            "undo the change, or run the changed sweep in another output_dir"
+        )
+
+
+def _resolved_yaml(sweep: Sweep) -> str:
+    return dump_yaml(tracking.redact_config(sweep.config.to_dict()))

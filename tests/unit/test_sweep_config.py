@@ -1,6 +1,7 @@
 """Sweep configs are checked before Ray starts, and the define-by-run space only offers suitable losses."""
 
 import random
+import re
 import socket
 import time
 
@@ -192,3 +193,24 @@ def test_gpus_per_trial_is_checked_against_the_cluster_before_any_trial(tmp_path
         sweeps.run_sweep(sweep)
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_sweeps_folder_holds_one_sweep_and_resume_continues_it_only_with_its_config(tmp_path, tiny_model_path, data, capsys):
+    """Its trials, Tune's state and its MLflow run (found by the folder) belong to one sweep: a rerun without
+    --resume would add a second sweep's trials to them, and a changed --resume would continue under another config."""
+    ray = pytest.importorskip("ray")
+    path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {})
+    sweep = prepare_sweep(load_config(path))
+    sweeps.write_resolved(sweep)  # what a first run leaves: sweep.yaml, and Tune's state once trials ran
+    (sweep.output_dir / "tune").mkdir()
+    assert main(["sweep", str(path)]) == 2
+    assert f"{sweep.output_dir} already holds a sweep: --resume continues it" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--resume", "training.seed=7"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and re.search(r"differs in training\.seed \(\d+ -> 7\): undo the change", error[0]), error
+    assert not ray.is_initialized()
+    # The same config resumes, on whichever cluster address.
+    sweeps.check_output_dir(prepare_sweep(load_config(path, ["distributed.address=10.0.0.9:6379"])), resume=True)
+    # A folder where no trial ran (a sweep refused before its trials) takes a new sweep.
+    (sweep.output_dir / "tune").rmdir()
+    sweeps.write_resolved(prepare_sweep(load_config(path, ["training.seed=7"])))
