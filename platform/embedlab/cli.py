@@ -5,6 +5,7 @@ User mistakes (EmbedlabError) print one line and exit with code 2, never a trace
 
 import argparse
 import inspect
+import os
 import sys
 
 from embedlab.errors import EmbedlabError
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     formats = commands.add_parser("formats", help="detect a data file's format and the losses that suit it")
     formats.add_argument("path")
     formats.add_argument("--columns", type=lambda text: text.split(","), help="comma-separated columns to keep")
-    formats.add_argument("--label-column")
+    formats.add_argument("--label-column", help="the label column, when its name is not one embedlab knows (label, score, ...)")
     formats.add_argument("--format", help="override the detected format")
     formats.set_defaults(handler=cmd_formats)
 
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", help="evaluation data file or folder")
     evaluate.add_argument("--evaluator", help="evaluator class; default: the one that suits the data's format")
     evaluate.add_argument("--columns", type=lambda text: text.split(","), help="comma-separated columns to keep")
-    evaluate.add_argument("--label-column")
+    evaluate.add_argument("--label-column", help="the label column, when its name is not one embedlab knows (label, score, ...)")
     evaluate.add_argument("--format", help="override the detected format")
     evaluate.add_argument("--name", default="eval", help="prefix of the metric names")
     evaluate.add_argument("--batch-size", type=int, default=32)
@@ -220,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("data", help="(anchor, positive) pairs; or score pairs with --threshold, or 1/0 pairs (the 1s are kept)")
     mine.add_argument("--output", required=True, help="the mined rows: .parquet, .jsonl or .csv")
     mine.add_argument("--columns", type=lambda text: text.split(","), help="comma-separated columns to keep (anchor,positive)")
-    mine.add_argument("--label-column")
+    mine.add_argument("--label-column", help="the label column, when its name is not one embedlab knows (label, score, ...)")
     mine.add_argument("--limit", type=int, help="the first N rows only")
     mine.add_argument("--threshold", type=float, help="score pairs: the pairs scoring at least this are (anchor, positive) pairs")
     mine.add_argument("--model", help="the model that ranks candidates: a model folder, hub id or run folder (default all-MiniLM-L6-v2)")
@@ -237,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--cache-folder", help="embeddings cache (default: EMBEDLAB_CACHE, else ~/.cache/embedlab/embeddings)")
     mine.set_defaults(handler=cmd_mine)
 
-    losses = commands.add_parser("losses", help="the format -> losses table, or one loss's parameters")
-    losses.add_argument("name", nargs="?")
+    losses = commands.add_parser("losses", help="the format -> losses table, or one loss's parameters",
+                                 description="Without a name: every data format and the losses that suit it. With a loss's name: its parameters and defaults.")
+    losses.add_argument("name", nargs="?", help="a loss or loss modifier, e.g. CoSENTLoss")
     losses.set_defaults(handler=cmd_losses)
     return parser
 
@@ -258,8 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedlab: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("embedlab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        again = "rerun it with --resume to continue" if args.command == "sweep" else "rerun the same command to resume from the last checkpoint"
+        print(f"embedlab: interrupted; {again}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the output went to `head` or a pager that closed: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush would raise again
+        return 0
     return 0
 
 

@@ -526,7 +526,10 @@ def load_config(path: str | Path, overrides: list[str] = (), smoke_test: bool = 
     try:
         raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise EmbedlabError(f"config file '{path}' is not valid YAML: {str(error).splitlines()[0]}") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise EmbedlabError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise EmbedlabError(f"config file '{path}' must hold a mapping of keys")
     raw.setdefault("output_dir", f"runs/{path.stem}")

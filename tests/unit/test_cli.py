@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -128,3 +129,12 @@ def test_formats_on_a_latin1_or_wrongly_named_file_is_one_line(tmp_path, capsys)
     (tmp_path / "commas.tsv").write_text("sentence1,sentence2,score\na man eats,a man is eating,0.5\n")
     code, _, err = _run(capsys, "formats", str(tmp_path / "commas.tsv"))
     assert code == 2 and "comma-separated (columns sentence1, sentence2, score)" in _one_error_line(err) and "rename it to .csv" in err
+
+
+def test_output_into_a_pipe_that_closed_ends_quietly(monkeypatch):
+    """`embedlab formats data.csv | head -2`: the reader leaves early; no BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    with open(write, "w", buffering=1) as closed_pipe:  # line-buffered: the first line already fails
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert main(["losses"]) == 0

@@ -59,6 +59,9 @@ def test_types_and_required_keys_are_checked(tmp_path):
         load_config(_write(tmp_path, "model: {name: m}\n"))
     with pytest.raises(EmbedlabError, match="not valid YAML"):
         load_config(_write(tmp_path, "data: [unclosed\n"))
+    # Where: a mis-indented key's line and column, and the parser's problem without its context lines.
+    with pytest.raises(EmbedlabError, match=r"is not valid YAML \(line 3, column 7\): mapping values are not allowed here$"):
+        load_config(_write(tmp_path, "data:\n  train: d.csv\n  model: name: m\n"))
 
 
 def test_tracking_off_as_written_in_yaml_and_on_the_command_line(tmp_path):

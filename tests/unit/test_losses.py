@@ -70,8 +70,10 @@ def test_build_loss_checks_name_format_and_parameters(tiny_model):
         build_loss("CoSentLoss", tiny_model, {}, pairs)
     with pytest.raises(EmbedlabError, match=r"does not suit this data: the data is \(sentence_A, sentence_B\) pairs \+ float score.*losses for it: CoSENTLoss"):
         build_loss("MultipleNegativesRankingLoss", tiny_model, {}, pairs)
-    with pytest.raises(EmbedlabError, match=r"has no parameter \['margin'\]"):
+    with pytest.raises(EmbedlabError, match=r"CoSENTLoss has no parameter 'margin': its parameters are scale"):
         build_loss("CoSENTLoss", tiny_model, {"margin": 1.0}, pairs)
+    with pytest.raises(EmbedlabError, match=r"CoSENTLoss has no parameter 'scal' \(did you mean 'scale'\?\)"):
+        build_loss("CoSENTLoss", tiny_model, {"scal": 1.0}, pairs)
 
 
 @pytest.mark.parametrize(

@@ -216,7 +216,9 @@ def _construct(loss_class: type, model, params: dict, detected: DetectedFormat |
     accepted = list(inspect.signature(loss_class.__init__).parameters)[skipped:]
     unknown = [key for key in params if key not in accepted]
     if unknown:
-        raise EmbedlabError(f"{loss_class.__name__} has no parameter {unknown}: its parameters are {', '.join(accepted)}")
+        close = difflib.get_close_matches(unknown[0], accepted, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise EmbedlabError(f"{loss_class.__name__} has no parameter '{unknown[0]}'{hint}: its parameters are {', '.join(accepted)}")
     check_param_types(loss_class, params)
     resolved = _defaults_from_context(loss_class, model, detected, accepted) if detected is not None else {}
     resolved.update({key: _resolve_param(loss_class, key, value, model) for key, value in params.items()})
