@@ -60,7 +60,7 @@ def test_types_and_required_keys_are_checked(tmp_path):
     with pytest.raises(EmbedlabError, match="not valid YAML"):
         load_config(_write(tmp_path, "data: [unclosed\n"))
     # Where: a mis-indented key's line and column, and the parser's problem without its context lines.
-    with pytest.raises(EmbedlabError, match=r"is not valid YAML \(line 3, column 7\): mapping values are not allowed here$"):
+    with pytest.raises(EmbedlabError, match=r"is not valid YAML \(line 3, column 14\): mapping values are not allowed here$"):
         load_config(_write(tmp_path, "data:\n  train: d.csv\n  model: name: m\n"))
 
 
