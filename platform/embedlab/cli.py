@@ -107,16 +107,17 @@ def cmd_evaluate(args) -> None:
     from embedlab.data import load_with_format
     from embedlab.evaluation import evaluator_for
     from embedlab.formats import MetadataColumnsError
-    from embedlab.model import EmbeddingModel, resolve_model_path
+    from embedlab.mining import mining_model_path
+    from embedlab.model import EmbeddingModel
 
-    resolve_model_path(args.model)  # a wrong path fails before the data is read
+    model_path = mining_model_path(args.model)  # a run's folder is its model/; a wrong path fails before the data is read
     source = DataSource(path=args.data, columns=args.columns, label_column=args.label_column, format=args.format, limit=args.limit)
     try:
         dataset, detected = load_with_format(source)
     except MetadataColumnsError as error:  # name this command's flags, not the config keys
         raise EmbedlabError(error.with_flags()) from None
     evaluator = evaluator_for(dataset, detected, args.evaluator, args.name, args.batch_size, {}, where=args.data)
-    model = EmbeddingModel(args.model)
+    model = EmbeddingModel(model_path)
     print(f"Data: {detected.describe()}, {detected.num_rows} rows; evaluator: {type(evaluator).__name__}")
     metrics = evaluator(model, output_path=args.output)
     for name, value in metrics.items():
@@ -205,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     formats.set_defaults(handler=cmd_formats)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a saved model (embedlab's or sentence-transformers') on data")
-    evaluate.add_argument("model", help="model folder or hub id")
+    evaluate.add_argument("model", help="model folder, run folder (its model/) or hub id")
     evaluate.add_argument("data", help="evaluation data file or folder")
     evaluate.add_argument("--evaluator", help="evaluator class; default: the one that suits the data's format")
     evaluate.add_argument("--columns", type=lambda text: text.split(","), help="comma-separated columns to keep")

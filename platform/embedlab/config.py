@@ -362,8 +362,16 @@ class Config:
     def loss_names(self) -> str:
         """The losses for messages and tags: `CoSENTLoss`, or `stsb: CoSENTLoss, nli: MultipleNegativesRankingLoss`."""
         if not isinstance(self.loss, dict):
-            return self.loss.name
-        return ", ".join(f"{name}: {loss.name}" for name, loss in self.loss.items())
+            return _with_modifiers(self.loss)
+        return ", ".join(f"{name}: {_with_modifiers(loss)}" for name, loss in self.loss.items())
+
+
+def _with_modifiers(loss: LossConfig) -> str:
+    """`MatryoshkaLoss(MultipleNegativesRankingLoss)`: the modifiers around the loss, outermost first."""
+    name = loss.name
+    for modifier in loss.modifiers:
+        name = f"{modifier.name}({name})"
+    return name
 
 
 SHORTHANDS = {DataSource: "path", LossSearchConfig: "name", LossModifierConfig: "name", TrackingConfig: "mode"}  # a bare string fills this key
@@ -434,7 +442,7 @@ def _build(cls, raw, where: str):
         if raw is None:
             return None
         options = [option for option in typing.get_args(cls) if option is not type(None)]
-        if bool in options and all(option is bool or typing.get_origin(option) is Literal for option in options):
+        if bool in options and len(options) > 1 and all(option is bool or typing.get_origin(option) is Literal for option in options):
             return _build_flag(options, raw, where)  # e.g. `bool | Literal["auto"]`: true, false or auto
         # Only the options the value is shaped for; a section before a mapping of names.
         shaped = [option for option in options if _shaped_like(option, raw)]

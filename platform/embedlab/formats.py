@@ -7,9 +7,10 @@ a format come from the losses' own declarations (`losses_for`), never from a han
 """
 
 import math
+import shlex
 from dataclasses import dataclass, field
 
-from embedlab.errors import EmbedlabError
+from embedlab.errors import EmbedlabError, warn
 
 LABEL_COLUMN_NAMES = ("label", "labels", "score", "scores")
 
@@ -144,8 +145,8 @@ class MetadataColumnsError(EmbedlabError):
         super().__init__(self.with_config_key(where))
 
     def with_flags(self) -> str:
-        label = f" --label-column {self.label_column}" if self.name_label else ""
-        return f"{self.problem}: select the columns you train on with --columns {','.join(self.columns)}{label}"
+        label = f" --label-column {shlex.quote(self.label_column)}" if self.name_label else ""
+        return f"{self.problem}: select the columns you train on with --columns {shlex.quote(','.join(self.columns))}{label}"
 
     def with_config_key(self, where: str | None = None) -> str:
         """`where` is the data source's config key; without it the message names data.train and evaluators."""
@@ -225,6 +226,9 @@ def _check_text_column(dataset, name: str, columns: list[str]) -> None:
         raise EmbedlabError(f"input column '{name}' has a missing value at {_row_hint(index)}: fill or drop those rows")
     sample = dataset[:100][name]  # a sample: columns are typed
     if all(isinstance(value, str) for value in sample):
+        empty = _empty_texts(column)
+        if empty:
+            warn(f"input column '{name}' has {empty} empty text(s): they train as empty strings (an empty CSV cell reads as one); drop those rows if they are gaps")
         return
     if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in sample):
         raise EmbedlabError(
@@ -235,6 +239,12 @@ def _check_text_column(dataset, name: str, columns: list[str]) -> None:
         f"input column '{name}' does not hold text: select the text columns "
         f"(and the label) with the data source's `columns` key; columns are {columns}"
     )
+
+
+def _empty_texts(column) -> int:
+    import pyarrow.compute
+
+    return pyarrow.compute.sum(pyarrow.compute.equal(pyarrow.compute.utf8_length(column), 0)).as_py() or 0
 
 
 def detect_format(dataset, label_column: str | None = None, format_key: str | None = None) -> DetectedFormat:

@@ -45,13 +45,12 @@ import json
 import logging
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from embedlab.config import Config, dump_yaml, load_yaml
-from embedlab.errors import EmbedlabError
+from embedlab.errors import EmbedlabError, warn
 
 KEY_TAG = "embedlab_run_key"  # finds a run again: the output folder (train) or sweep folder + trial id
 PRIMARY_METRIC_TAG = "embedlab_primary_metric"
@@ -619,10 +618,6 @@ def error_line(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     return redact(lines[-1] if "Traceback" in text else f"{type(error).__name__}: {lines[0]}")[:500]
-
-
-def warn(message: str) -> None:
-    print(f"embedlab: warning: {message}", file=sys.stderr)
 
 
 # --- a training run's life --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -102,6 +103,10 @@ def test_evaluate_command(capsys, tiny_model_path, score_pairs_file, tmp_path):
     assert code == 2 and "TripletEvaluator does not suit evaluation data" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run(capsys, "evaluate", str(tmp_path / "nothing"), str(score_pairs_file))
     assert code == 2 and "does not exist" in err
+    # A run's output folder stands for its model/, as for `embedlab mine --model`.
+    shutil.copytree(tiny_model_path, tmp_path / "run" / "model")
+    code, out, err = _run(capsys, "evaluate", str(tmp_path / "run"), str(score_pairs_file), "--name", "dev")
+    assert code == 0 and out.strip().splitlines()[-1].startswith("dev_spearman_cosine: "), err
 
 
 def _one_error_line(err: str) -> str:

@@ -76,6 +76,18 @@ def test_bad_labels_are_one_line_errors():
         detect_format(_data(sentence1=A, tags=[["x"], ["y"], ["z"]], score=[0.1, 0.2, 0.3]))
 
 
+def test_empty_texts_train_but_are_counted_in_a_warning(capsys):
+    detected = detect_format(_data(anchor=["a dog runs", "", "a cat sits"], positive=["a dog is running", "a man", ""]))
+    assert detected.format.key == "anchor_positive_pairs"
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert warnings == [
+        "embedlab: warning: input column 'anchor' has 1 empty text(s): they train as empty strings (an empty CSV cell reads as one); drop those rows if they are gaps",
+        "embedlab: warning: input column 'positive' has 1 empty text(s): they train as empty strings (an empty CSV cell reads as one); drop those rows if they are gaps",
+    ]
+    detect_format(_data(anchor=A, positive=B))
+    assert capsys.readouterr().err == ""
+
+
 def test_bad_input_columns_are_one_line_errors_that_say_how_to_fix_them():
     # A null past the first 100 rows (the sample the type check reads) is found too.
     positives = [*(["a man is playing"] * 150), None, "a cat sits"]
@@ -137,6 +149,11 @@ def test_metadata_check_suggests_a_numeric_label_by_name_when_none_is_named_labe
     with pytest.raises(MetadataColumnsError) as caught:
         check_for_metadata_columns(data)
     assert caught.value.with_flags().endswith("--columns sentence1,sentence2,similarity --label-column similarity")
+    # Column names with spaces come quoted, so that the suggestion pastes into a shell as it is.
+    spaced = _data(**{"id": [1, 2, 3], "Question Text": A, "Answer Text": B, "my score": [0.5, 0.25, 0.75]})
+    with pytest.raises(MetadataColumnsError) as caught:
+        check_for_metadata_columns(spaced)
+    assert caught.value.with_flags().endswith("--columns 'Question Text,Answer Text,my score' --label-column 'my score'")
     with pytest.raises(MetadataColumnsError, match=r"the label column score \(or label\)"):  # SICK: two label columns
         check_for_metadata_columns(_data(sentence1=A, sentence2=B, score=[0.1, 0.2, 0.3], label=["NEUTRAL", "ENTAILMENT", "NEUTRAL"]))
 
