@@ -137,6 +137,9 @@ def cmd_losses(args) -> None:
         for name, parameter in list(inspect.signature(loss_class.__init__).parameters.items())[skipped:]:
             default = parameter.default
             shown = getattr(default, "__name__", repr(default)) if default is not inspect.Parameter.empty else "required"
+            choices = getattr(loss_class, "param_choices", {}).get(name)
+            if choices:  # the names a config gives (distance_metric: euclidean), not the functions they stand for
+                shown = f"{next((key for key, value in choices.items() if value is default), shown)} (one of {', '.join(choices)})"
             print(f"  {name} = {shown}")
         return
     for data_format in FORMATS:

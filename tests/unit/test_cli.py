@@ -90,6 +90,8 @@ def test_losses_command(capsys):
     assert code == 0 and "pair_score" in out and "CoSENTLoss" in out
     code, out, _ = _run(capsys, "losses", "MultipleNegativesRankingLoss")
     assert "scale = 20.0" in out and "similarity_fct = cos_sim" in out
+    code, out, _ = _run(capsys, "losses", "TripletLoss")  # a default shown as the name a config gives
+    assert "distance_metric = euclidean (one of cosine, euclidean, manhattan)" in out
     code, _, err = _run(capsys, "losses", "MNRL")
     assert code == 2 and "unknown loss 'MNRL'" in err
 
