@@ -44,6 +44,8 @@ def cmd_train(args) -> None:
             print(f"  {name:40s} {value:.4f}")
     for name, value in results["after"].items():
         print(f"  {name:40s} {results['before'][name]:.4f} -> {value:.4f}")
+    if not prepared.evaluators and not prepared.test_evaluators:
+        print("  (no evaluator scored the model: add `evaluators` or `test_evaluators` to the config)")
     primary = [evaluator.primary_metric for evaluator in prepared.test_evaluators]
     if primary:
         print(f"{primary[0]}: {results['after'][primary[0]]:.4f} (before training: {results['before'][primary[0]]:.4f})")

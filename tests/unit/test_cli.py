@@ -74,6 +74,10 @@ def test_train_end_to_end_with_overrides(tmp_path, capsys, tiny_model_path, scor
     assert out.strip().splitlines()[-1].startswith("dev_spearman_cosine: ")
     assert "(before training: " in out
     assert (tmp_path / "out" / "model" / "modules.json").exists() and (tmp_path / "out" / "config.yaml").exists()
+    # Without evaluators the results say why they are empty.
+    bare = write_config(tmp_path / "bare.yaml", tiny_model_path, score_pairs_file, tmp_path / "bare")
+    code, out, err = _run(capsys, "train", str(bare), "training.max_steps=1", "training.show_progress_bar=false", "tracking=off")
+    assert code == 0 and out.strip().splitlines()[-1] == "  (no evaluator scored the model: add `evaluators` or `test_evaluators` to the config)", err
 
 
 def test_formats_command(capsys):
