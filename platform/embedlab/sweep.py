@@ -153,6 +153,7 @@ def _check_metric(metric: str, prepared) -> None:
     evaluation of the base model here, instead of every trial failing after it trained."""
     if metric in TRAINING_METRICS or metric in {evaluator.primary_metric for evaluator in prepared.evaluators}:
         return
+    print(f"search.metric '{metric}' is no evaluator's primary metric: evaluating the base model once to check it")
     reported = [name for evaluator in prepared.evaluators for name in evaluator(prepared.model)]
     if metric not in reported:
         close = difflib.get_close_matches(metric, reported, n=1)
