@@ -61,7 +61,6 @@ def cmd_sweep(args) -> None:
     if args.address:  # the flag wins over the config's distributed.address
         config = dataclasses.replace(config, distributed=dataclasses.replace(config.distributed, address=args.address))
     sweep = sweeps.prepare_sweep(config)
-    sweeps.write_resolved(sweep, resume=args.resume)
     space = ", ".join(sweeps.parameter_names(sweep))
     print(f"Sweep '{sweep.name}': {sweep.config.search.num_samples} trials over {', '.join(sweep.losses)} ({sweep.format_key} data); space: {space}")
     sweeps.print_summary(sweep, sweeps.run_sweep(sweep, resume=args.resume, address=config.distributed.address))
@@ -269,10 +268,24 @@ def main(argv: list[str] | None = None) -> int:
         again = "rerun it with --resume to continue" if args.command == "sweep" else "rerun the same command to resume from the last checkpoint"
         print(f"embedlab: interrupted; {again}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the output went to `head` or a pager that closed: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush would raise again
-        return 0
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # another pipe (a worker's): a real failure
+        # The output went to `head` or a pager that closed early: end as a program killed by SIGPIPE does,
+        # quietly. Python's own flush at exit would raise again into the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     return 0
+
+
+def _stdout_closed() -> bool:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    return False
 
 
 if __name__ == "__main__":

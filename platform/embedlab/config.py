@@ -359,19 +359,18 @@ class Config:
         """The loss of a data set: its own in a loss mapping, else the one loss of every data set."""
         return self.loss[name] if isinstance(self.loss, dict) else self.loss
 
-    def loss_names(self) -> str:
-        """The losses for messages and tags: `CoSENTLoss`, or `stsb: CoSENTLoss, nli: MultipleNegativesRankingLoss`."""
+    def loss_names(self, with_modifiers: bool = False) -> str:
+        """The losses for messages and tags: `CoSENTLoss`, or `stsb: CoSENTLoss, nli: MultipleNegativesRankingLoss`;
+        `with_modifiers`: `MatryoshkaLoss(CoSENTLoss)` (the MLflow `loss` tag stays the loss's own name)."""
+        def named(loss: LossConfig) -> str:
+            name = loss.name
+            for modifier in loss.modifiers if with_modifiers else ():
+                name = f"{modifier.name}({name})"
+            return name
+
         if not isinstance(self.loss, dict):
-            return _with_modifiers(self.loss)
-        return ", ".join(f"{name}: {_with_modifiers(loss)}" for name, loss in self.loss.items())
-
-
-def _with_modifiers(loss: LossConfig) -> str:
-    """`MatryoshkaLoss(MultipleNegativesRankingLoss)`: the modifiers around the loss, outermost first."""
-    name = loss.name
-    for modifier in loss.modifiers:
-        name = f"{modifier.name}({name})"
-    return name
+            return named(self.loss)
+        return ", ".join(f"{name}: {named(loss)}" for name, loss in self.loss.items())
 
 
 SHORTHANDS = {DataSource: "path", LossSearchConfig: "name", LossModifierConfig: "name", TrackingConfig: "mode"}  # a bare string fills this key

@@ -10,3 +10,13 @@ class EmbedlabError(Exception):
 
 def warn(message: str) -> None:
     print(f"embedlab: warning: {message}", file=sys.stderr)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """`warn`, once per process: a check that runs for the sweep and again for each trial says it once."""
+    if message not in _warned:
+        _warned.add(message)
+        warn(message)

@@ -10,7 +10,7 @@ import math
 import shlex
 from dataclasses import dataclass, field
 
-from embedlab.errors import EmbedlabError, warn
+from embedlab.errors import EmbedlabError, warn_once
 
 LABEL_COLUMN_NAMES = ("label", "labels", "score", "scores")
 
@@ -217,7 +217,7 @@ def check_for_metadata_columns(dataset, label_column: str | None = None, where: 
     raise MetadataColumnsError(problem, text + ([label] if label else []), label, name_label, where)
 
 
-def _check_text_column(dataset, name: str, columns: list[str]) -> None:
+def _check_text_column(dataset, name: str, columns: list[str], label_column: str | None) -> None:
     """A one-line error for an input column with a missing value (a JSON null, an empty Parquet cell) or with
     values that are not text."""
     column = dataset.with_format("arrow")[name]  # every row, at arrow speed
@@ -228,12 +228,12 @@ def _check_text_column(dataset, name: str, columns: list[str]) -> None:
     if all(isinstance(value, str) for value in sample):
         empty = _empty_texts(column)
         if empty:
-            warn(f"input column '{name}' has {empty} empty text(s): they train as empty strings (an empty CSV cell reads as one); drop those rows if they are gaps")
+            warn_once(f"input column '{name}' has {empty} empty text(s): they train as empty strings (an empty CSV cell reads as one); drop those rows if they are gaps")
         return
-    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in sample):
+    if label_column is None and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in sample):
         raise EmbedlabError(
             f"input column '{name}' holds numbers, not text: if it is the label, name it as such (`--label-column "
-            f"{name}` on the command line, `label_column: {name}` in the data source); columns are {columns}"
+            f"{shlex.quote(name)}` on the command line, `label_column: {name}` in the data source); columns are {columns}"
         )
     raise EmbedlabError(
         f"input column '{name}' does not hold text: select the text columns "
@@ -258,7 +258,7 @@ def detect_format(dataset, label_column: str | None = None, format_key: str | No
     if not input_columns:
         raise EmbedlabError(f"the data has no input columns, only the label column '{label_column}'")
     for name in input_columns:
-        _check_text_column(dataset, name, columns)
+        _check_text_column(dataset, name, columns, label_column)
     kind = label_kind(label_column, dataset[label_column]) if label_column else NO_LABEL
 
     if format_key is not None:

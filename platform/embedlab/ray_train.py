@@ -66,7 +66,7 @@ def train_on_ray(prepared: run.Prepared, evaluate_before: bool = True) -> dict:
         for name in {ray_run_name, *([run_name_in_storage(config.output_dir, previous)] if previous else [])}:
             delete_run(storage_path, name)
         start_over(Path(config.output_dir))
-    loss_line = f"{config.loss_names()} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
+    loss_line = f"{config.loss_names(with_modifiers=True)} on {distributed.workers} Ray Train worker(s), storage {storage_path}/{ray_run_name}"
     tracker, before = run.open_run(prepared, uri, loss_line, evaluate_before, tracking_parent=None, run_name=None, run_key=None)
     # Ray Train's controller polls its workers every 2 s by default, and a finished run needs two polls
     # (one drains the last report, one sees the end): about 4 s of every run spent waiting. Its workers

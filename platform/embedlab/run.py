@@ -218,7 +218,7 @@ def train(
     uri = tracking.resolve_uri(config, tracking_parent)  # an unreachable server stops us here
     if not config.training.resume:
         start_over(Path(config.output_dir))
-    loss_line = f"{config.loss_names()} {getattr(prepared.loss, 'get_config_dict', dict)()}"
+    loss_line = f"{config.loss_names(with_modifiers=True)} {getattr(prepared.loss, 'get_config_dict', dict)()}"
     tracker, before = open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     if tracker is not None:
         callbacks = [tracking.TrackingCallback(tracker), *callbacks]  # recorded before Tune may stop the trial

@@ -43,12 +43,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from embedlab import run, tracking, trial
 from embedlab.config import SINGLE_DATA_SET, Config, LossModifierConfig, SearchConfig, dump_yaml, load_yaml
 from embedlab.data import load_with_format
-from embedlab.errors import EmbedlabError
+from embedlab.errors import EmbedlabError, warn
 from embedlab.formats import losses_for
-from embedlab.losses import CATALOGUE, check_format, check_param_types, get_loss_class
+from embedlab.identity import NOT_IDENTITY
+from embedlab.losses import CATALOGUE, MODIFIERS, check_format, check_param_types, get_loss_class
 from embedlab.trainer import TRAINING_METRICS
 
 RANGE_KINDS = ("loguniform", "uniform", "int")
@@ -107,6 +110,9 @@ def prepare_sweep(config: Config) -> Sweep:
     if search.max_concurrent < 1 or search.workers_per_trial < 1 or search.keep_models < 1:
         raise EmbedlabError("search.max_concurrent, search.workers_per_trial and search.keep_models must be at least 1")
     check_gpus(search)
+    for index, option in enumerate(search.modifiers):  # trials build them; a wrong type would fail every trial
+        if option is not None and option.name in MODIFIERS:
+            check_param_types(MODIFIERS[option.name], option.params, where=f"search.modifiers.{index}.params")
     formats = {name: load_with_format(source, where=f"data.train.{name}" if config.is_mixture else "data.train")[1] for name, source in config.train_sources().items()}
     if config.is_mixture:
         sections = [name for name in formats if name in {f.name for f in dataclasses.fields(Config)}]
@@ -132,7 +138,8 @@ def prepare_sweep(config: Config) -> Sweep:
     metric = search.metric or scored_by.primary_metric
     if search.metric is not None:
         _check_metric(search.metric, prepared)
-    mode = search.mode or ("max" if scored_by.greater_is_better else "min")
+    # A training metric (the loss) is minimized; an evaluator's goes its evaluator's way.
+    mode = search.mode or ("min" if metric in TRAINING_METRICS else "max" if scored_by.greater_is_better else "min")
     format_key = ", ".join(f"{name}: {detected.format.key}" for name, detected in formats.items()) if config.is_mixture else formats[SINGLE_DATA_SET].format.key
     sweep = Sweep(config, search, format_key, losses, metric, mode, tracking.resolve_uri(config))
     names = set(parameter_names(sweep))
@@ -154,8 +161,11 @@ def _check_metric(metric: str, prepared) -> None:
     if metric in TRAINING_METRICS or metric in {evaluator.primary_metric for evaluator in prepared.evaluators}:
         return
     print(f"search.metric '{metric}' is no evaluator's primary metric: evaluating the base model once to check it")
-    reported = [name for evaluator in prepared.evaluators for name in evaluator(prepared.model)]
-    if metric not in reported:
+    reported = []
+    for evaluator in prepared.evaluators:
+        reported += evaluator(prepared.model)
+        if metric in reported:
+            return
         close = difflib.get_close_matches(metric, reported, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise EmbedlabError(f"search.metric '{metric}' is not a metric of the evaluators: {hint}they report {', '.join(reported)}")
@@ -588,6 +598,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None) ->
     nodes = count_nodes()
     if nodes > 1:
         check_nodes(sweep, local_paths, nodes)
+    write_resolved(sweep)  # checked: the sweep starts
     opening = SweepRunOpening(sweep) if sweep.tracking_uri is not None else None
     try:
         trainable = _trainable(sweep, base.to_dict(), cpus_per_worker, opening and opening.channel)
@@ -828,7 +839,7 @@ def record_trial_runs(parent, sweep: Sweep, rows: list[dict]) -> None:
                 if run.info.status != wanted and (run.info.status == "RUNNING" or wanted == "FAILED"):
                     client.set_terminated(run.info.run_id, status=wanted)
     except Exception as error:  # bookkeeping only: the trials' own records are already there
-        tracking.warn(f"could not record the trials' statuses in MLflow: {tracking.first_line(error)}")
+        warn(f"could not record the trials' statuses in MLflow: {tracking.first_line(error)}")
 
 
 def write_plots(sweep: Sweep, summary: dict) -> list[Path]:
@@ -1011,27 +1022,39 @@ def _short(value):
     return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
-def write_resolved(sweep: Sweep, resume: bool = False) -> None:
-    """`<output_dir>/sweep.yaml`, the resolved config (redacted), once check_output_dir allows it."""
-    check_output_dir(sweep, resume)
+def write_resolved(sweep: Sweep) -> None:
+    """`<output_dir>/sweep.yaml`: the resolved config (redacted), as the sweep runs it."""
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
     (sweep.output_dir / "sweep.yaml").write_text(_resolved_yaml(sweep))
+
+
+# What a resumed sweep may change: where and how it runs, never what its trials compute or where they are
+# recorded (a training run's identity leaves out the same keys: embedlab.identity).
+RESUME_MAY_CHANGE = (
+    *(key for key in NOT_IDENTITY if key not in ("output_dir", "tracking", "search")),
+    "tracking.mode", "tracking.system_metrics", "search.max_concurrent", "search.cpus_per_trial",
+)
 
 
 def check_output_dir(sweep: Sweep, resume: bool) -> None:
     """A sweep's folder holds one sweep: its trials, Tune's state and one MLflow run (found by the folder) are
     that sweep's. So a folder where trials ran is continued only by --resume, and --resume only with the
-    config the sweep started with (sweep.yaml)."""
+    config the sweep started with (sweep.yaml), but for RESUME_MAY_CHANGE."""
     folder = sweep.output_dir
     if not resume:
-        if (folder / "tune").exists():
-            raise EmbedlabError(f"{folder} already holds a sweep: --resume continues it (with the same config), or give the new sweep another output_dir")
+        trials = folder / "trials"
+        if trials.is_dir() and any(trials.iterdir()):
+            raise EmbedlabError(f"{folder} already holds a sweep: --resume continues it (with the same config); for a new sweep give another output_dir, or delete that folder")
         return
     written = folder / "sweep.yaml"
     if not written.exists():
         return  # run_sweep says there is nothing to resume
-    before, now = tracking.flatten(load_yaml(written.read_text()) or {}), tracking.flatten(load_yaml(_resolved_yaml(sweep)) or {})
-    keys = [key for key in dict.fromkeys([*before, *now]) if key != "distributed.address"]  # the cluster may have moved
+    try:
+        before = tracking.flatten(load_yaml(written.read_text()) or {})
+    except yaml.YAMLError:
+        raise EmbedlabError(f"{written} is not the config the sweep started with (not valid YAML): restore it, or start a new sweep in another output_dir") from None
+    now = tracking.flatten(load_yaml(_resolved_yaml(sweep)) or {})
+    keys = [key for key in dict.fromkeys([*before, *now]) if not any(key == kept or key.startswith(f"{kept}.") for kept in RESUME_MAY_CHANGE)]
     changed = [f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in keys if before.get(key) != now.get(key)]
     if changed:
         raise EmbedlabError(

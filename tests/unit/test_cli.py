@@ -148,4 +148,15 @@ def test_output_into_a_pipe_that_closed_ends_quietly(monkeypatch):
     os.close(read)
     with open(write, "w", buffering=1) as closed_pipe:  # line-buffered: the first line already fails
         monkeypatch.setattr(sys, "stdout", closed_pipe)
-        assert main(["losses"]) == 0
+        assert main(["losses"]) == 141  # as a program ended by SIGPIPE; no traceback
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_a_failure(monkeypatch):
+    from embedlab import cli
+
+    def worker_pipe_breaks(args):
+        raise BrokenPipeError("a worker's pipe")
+
+    monkeypatch.setattr(cli, "cmd_losses", worker_pipe_breaks)
+    with pytest.raises(BrokenPipeError):
+        main(["losses"])

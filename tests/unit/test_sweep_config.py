@@ -103,6 +103,7 @@ def test_what_tune_ships_to_a_trial_is_plain_values(tmp_path, tiny_model_path, d
         ({"metric": "dev_spearman_cosin"}, "search.metric 'dev_spearman_cosin' is not a metric of the evaluators: did you mean 'dev_spearman_cosine'?"),
         ({"losses": [{"name": "CoSENTLoss", "params": {"scale": "x"}}]}, "search.losses.CoSENTLoss.params: scale must be a number, got 'x'"),
         ({"losses": [{"name": "CoSENTLoss", "space": {"scale": {"choice": [10, "abc"]}}}]}, "search.losses.CoSENTLoss.space: scale must be a number, got 'abc'"),
+        ({"modifiers": [None, {"name": "MatryoshkaLoss", "params": {"matryoshka_dims": [16, "x"]}}]}, "search.modifiers.1.params: matryoshka_dims must be a list of whole numbers"),
     ],
 )
 def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_model_path, data, capsys, search, message):
@@ -114,10 +115,11 @@ def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_mod
     assert not ray.is_initialized() and not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.parametrize("metric", ["dev_pearson_cosine", "dev_spearman_cosine", "loss"])
-def test_any_metric_the_trials_report_can_score_a_sweep(tmp_path, tiny_model_path, data, metric):
-    path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"metric": metric, "mode": "max"})
-    assert prepare_sweep(load_config(path)).metric == metric
+@pytest.mark.parametrize(("metric", "mode"), [("dev_pearson_cosine", "max"), ("dev_spearman_cosine", "max"), ("loss", "min")])
+def test_any_metric_the_trials_report_can_score_a_sweep_in_its_direction(tmp_path, tiny_model_path, data, metric, mode):
+    path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"metric": metric})
+    sweep = prepare_sweep(load_config(path))
+    assert (sweep.metric, sweep.mode) == (metric, mode)
 
 
 def test_sweep_runs_on_the_ray_cluster_given_by_address_or_config(tmp_path, tiny_model_path, data, monkeypatch):
@@ -201,16 +203,18 @@ def test_a_sweeps_folder_holds_one_sweep_and_resume_continues_it_only_with_its_c
     ray = pytest.importorskip("ray")
     path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {})
     sweep = prepare_sweep(load_config(path))
-    sweeps.write_resolved(sweep)  # what a first run leaves: sweep.yaml, and Tune's state once trials ran
-    (sweep.output_dir / "tune").mkdir()
+    sweeps.write_resolved(sweep)  # what a first run leaves: sweep.yaml, and a folder per trial that started
+    (sweep.output_dir / "trials" / "a1b2c3d4").mkdir(parents=True)
     assert main(["sweep", str(path)]) == 2
     assert f"{sweep.output_dir} already holds a sweep: --resume continues it" in capsys.readouterr().err
     assert main(["sweep", str(path), "--resume", "training.seed=7"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and re.search(r"differs in training\.seed \(\d+ -> 7\): undo the change", error[0]), error
     assert not ray.is_initialized()
-    # The same config resumes, on whichever cluster address.
-    sweeps.check_output_dir(prepare_sweep(load_config(path, ["distributed.address=10.0.0.9:6379"])), resume=True)
-    # A folder where no trial ran (a sweep refused before its trials) takes a new sweep.
-    (sweep.output_dir / "tune").rmdir()
-    sweeps.write_resolved(prepare_sweep(load_config(path, ["training.seed=7"])))
+    assert (sweep.output_dir / "sweep.yaml").read_text() == sweeps._resolved_yaml(sweep)  # the refused run rewrote nothing
+    # Where and how it runs may change: another cluster, fewer trials at once, optional tracking.
+    moved = ["distributed.address=10.0.0.9:6379", "search.max_concurrent=2", "tracking.mode=optional"]
+    sweeps.check_output_dir(prepare_sweep(load_config(path, moved)), resume=True)
+    # A folder where no trial started (a sweep refused before its trials) takes a new sweep.
+    (sweep.output_dir / "trials" / "a1b2c3d4").rmdir()
+    sweeps.check_output_dir(prepare_sweep(load_config(path, ["training.seed=7"])), resume=False)
