@@ -323,7 +323,8 @@ class Trainer:
                 if self.args.eval_steps and self.global_step % self.args.eval_steps == 0 and not finished:
                     self.evaluate(extra=self._over_ranks(interval.metrics()))
                     interval = Interval(list(self.losses))
-                if self.args.save_steps and self.global_step % self.args.save_steps == 0:
+                # And at the end, so that rerunning a finished run resumes at its end instead of training again.
+                if self.args.save_steps and (self.global_step % self.args.save_steps == 0 or finished):
                     self.save_checkpoint()
                 if finished:
                     break

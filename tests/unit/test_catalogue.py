@@ -97,6 +97,31 @@ def test_modifiers_from_config_wrap_the_loss(tiny_model):
         build_loss("MatryoshkaLoss", tiny_model, {}, detected)
 
 
+MATRYOSHKA = ("MatryoshkaLoss", {"matryoshka_dims": [32, 8]})
+ADAPTIVE, MATRYOSHKA_2D = ("AdaptiveLayerLoss", {}), ("Matryoshka2dLoss", {"matryoshka_dims": [32, 8]})
+
+
+@pytest.mark.parametrize("stack", [[MATRYOSHKA], [ADAPTIVE], [MATRYOSHKA_2D], [MATRYOSHKA, ADAPTIVE]], ids=lambda stack: "+".join(name for name, _ in stack))
+def test_modifier_stacks_that_train(tiny_model, stack):
+    data = datasets.Dataset.from_dict({"a": ["x y", "y z"], "b": ["y x", "z y"], "score": [0.2, 0.9]})
+    loss = build_loss("CoSENTLoss", tiny_model, {}, detect_format(data), [LossModifierConfig(name, params) for name, params in stack])
+    value = loss([tiny_model.tokenize(data["a"]), tiny_model.tokenize(data["b"])], torch.tensor(data["score"]))
+    value.backward()
+    assert torch.isfinite(value)
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [[ADAPTIVE, MATRYOSHKA], [ADAPTIVE, ADAPTIVE], [MATRYOSHKA_2D, ADAPTIVE], [MATRYOSHKA, MATRYOSHKA], [MATRYOSHKA, MATRYOSHKA_2D]],
+    ids=lambda stack: "+".join(name for name, _ in stack),
+)
+def test_modifier_stacks_that_cannot_train_are_refused_before_training(tiny_model, stack):
+    """Each of these failed in its first step (IndexError, KeyError, a dimension error) once a run had started."""
+    data = datasets.Dataset.from_dict({"a": ["x y", "y z"], "b": ["y x", "z y"], "score": [0.2, 0.9]})
+    with pytest.raises(EmbedlabError, match=r"\(inner to outer\) do not stack: each at most once, AdaptiveLayerLoss or Matryoshka2dLoss last"):
+        build_loss("CoSENTLoss", tiny_model, {}, detect_format(data), [LossModifierConfig(name, params) for name, params in stack])
+
+
 def test_config_names_distance_metrics_and_fills_softmax_sizes(tiny_model):
     pairs = datasets.Dataset.from_dict({"a": ["x y", "y z"], "b": ["y x", "z y"], "label": [1, 0]})
     loss = build_loss("ContrastiveLoss", tiny_model, {"distance_metric": "euclidean", "margin": 1.0}, detect_format(pairs))

@@ -89,6 +89,23 @@ def test_interrupted_run_resumes_to_exactly_the_same_weights(tiny_model_path, sc
         assert torch.equal(expected[name], got[name]), name
 
 
+def test_a_finished_run_rerun_resumes_at_its_end_without_training_again(tiny_model_path, score_pairs_file, tmp_path, capsys):
+    args = _args(max_steps=7, save_steps=5)  # 7 is no multiple of 5: the end gets its own checkpoint
+    first = _trainer(tiny_model_path, score_pairs_file, tmp_path, args)
+    first.train()
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-5", "checkpoint-7"]
+    weights = load_file(tmp_path / "model" / "model.safetensors")
+
+    class NoStep:
+        def on_step_end(self, trainer, step, loss_value):
+            raise AssertionError(f"step {step} trained again")
+
+    again = _trainer(tiny_model_path, score_pairs_file, tmp_path, args, [NoStep()])
+    again.train()
+    assert again.global_step == 7 and "(step 7 of 7)" in capsys.readouterr().out
+    assert all(torch.equal(weights[name], value) for name, value in load_file(tmp_path / "model" / "model.safetensors").items())
+
+
 def test_resume_false_starts_over(tiny_model_path, score_pairs_file, tmp_path):
     _trainer(tiny_model_path, score_pairs_file, tmp_path, _args(max_steps=3, save_steps=3)).train()
     again = _trainer(tiny_model_path, score_pairs_file, tmp_path, _args(max_steps=3, save_steps=None, resume=False))

@@ -228,13 +228,32 @@ def _construct(loss_class: type, model, params: dict, detected: DetectedFormat |
         raise EmbedlabError(f"{loss_class.__name__}: {error}") from None
 
 
+LAYER_MODIFIERS = ("AdaptiveLayerLoss", "Matryoshka2dLoss")  # run the model's layers themselves: outermost only
+
+
+def check_modifier_stack(names: list[str]) -> None:
+    """The stacks that train: each modifier once, and one that runs the model's layers (AdaptiveLayerLoss,
+    Matryoshka2dLoss, which already holds MatryoshkaLoss) only outermost, as sentence-transformers' own
+    Matryoshka2dLoss = AdaptiveLayerLoss(MatryoshkaLoss(loss)). Anything else fails in its first step."""
+    for name in names:
+        if name not in MODIFIERS:
+            raise EmbedlabError(f"unknown loss modifier '{name}': choose from {', '.join(MODIFIERS)}")
+    layered = [name for name in names if name in LAYER_MODIFIERS]
+    wrong = len(set(names)) < len(names) or len(layered) > 1 or (layered and names[-1] != layered[0])
+    if wrong or ("Matryoshka2dLoss" in names and "MatryoshkaLoss" in names):
+        raise EmbedlabError(
+            f"loss modifiers {' -> '.join(names)} (inner to outer) do not stack: each at most once, AdaptiveLayerLoss or "
+            "Matryoshka2dLoss last and only one of them (Matryoshka2dLoss already holds MatryoshkaLoss), e.g. "
+            "[MatryoshkaLoss, AdaptiveLayerLoss]"
+        )
+
+
 def build_loss(name: str, model, params: dict, detected: DetectedFormat, modifiers: list = ()):
     """The configured loss, checked against the data's format, wrapped in its modifiers in order."""
     loss_class = get_loss_class(name)
     check_format(loss_class, detected)
+    check_modifier_stack([modifier.name for modifier in modifiers])
     loss = _construct(loss_class, model, params, detected)
     for modifier in modifiers:
-        if modifier.name not in MODIFIERS:
-            raise EmbedlabError(f"unknown loss modifier '{modifier.name}': choose from {', '.join(MODIFIERS)}")
         loss = _construct(MODIFIERS[modifier.name], model, modifier.params, None, inner=loss)
     return loss
