@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=cmd_sweep)
 
     compare = commands.add_parser("compare", help="the runs of an MLflow experiment, sorted by their primary metric")
-    compare.add_argument("experiment", help="an experiment name, or a run / sweep output folder with its local mlflow.db")
+    compare.add_argument("experiment", help="an experiment name, or a run / sweep output folder (its config names the experiment and store)")
     compare.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, or the folder's local store")
     compare.set_defaults(handler=cmd_compare)
 

@@ -762,11 +762,29 @@ def end_stopped_children(parent: Tracker) -> None:
 
 
 # --- comparing runs ---------------------------------------------------------------------------------
+def _folder_tracking(folder: Path) -> tuple[str | None, str]:
+    """A run or sweep folder's MLflow store as its config names it (None if not, or if its credentials were
+    masked when the config was written) and its experiment (default: the folder's name, as for the run)."""
+    written = next((folder / name for name in ("config.yaml", "sweep.yaml") if (folder / name).is_file()), None)
+    try:
+        raw = (load_yaml(written.read_text()) or {}) if written else {}
+    except Exception:  # not a config embedlab wrote: the folder's name and the local store still serve
+        raw = {}
+    settings = raw.get("tracking") if isinstance(raw, dict) else None
+    settings = settings if isinstance(settings, dict) else {}  # `tracking: optional` names neither
+    uri = settings.get("uri")
+    return (uri if isinstance(uri, str) and MASK not in uri else None), settings.get("experiment") or folder.resolve().name
+
+
 def compare_runs(experiment: str, uri: str | None = None) -> tuple[list[dict], str]:
-    """The runs of an experiment, best first by the primary metric the runs were tagged with."""
+    """The runs of an experiment, best first by the primary metric the runs were tagged with. `experiment` may
+    be a run or sweep folder: its config names the experiment and store (else its local mlflow.db)."""
     folder = Path(experiment)
-    if uri is None and (folder / "mlflow.db").exists():  # a run or sweep folder with its local store
-        uri, experiment = local_store(folder), folder.resolve().name
+    if folder.is_dir():
+        configured_uri, experiment = _folder_tracking(folder)
+        if uri is None and (folder / "mlflow.db").exists():  # the folder's local store, or a server's fallback
+            uri = local_store(folder)
+        uri = uri or configured_uri
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:
         raise EmbedlabError(f"no MLflow store for '{experiment}': give a run or sweep folder, --tracking-uri, or set MLFLOW_TRACKING_URI")

@@ -51,6 +51,10 @@ def test_a_run_without_a_tracking_uri_lands_in_the_output_folder_and_compare_lis
     assert main(["compare", "nope", "--tracking-uri", local_store(tmp_path)]) == 2
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
 
+    # A run folder stands for its experiment and store as its config names them (here a store outside it).
+    assert main(["compare", str(tmp_path / "first")]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == lines
+
 
 # --- issue 12.4: tracking never costs a result, and never leaks ---------------------------------------
 SECRETS = ("s3cret", "hunter2", "sk-live-123")
