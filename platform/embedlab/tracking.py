@@ -118,11 +118,11 @@ def resolve_uri(config: Config, parent: dict | None = None) -> str | None:
     except Exception as error:  # requests' and MLflow's own errors: all mean "not reachable"
         if tracking.mode == "required":
             raise EmbedlabError(
-                f"the MLflow tracking server at {redact(uri)} is unreachable ({first_line(error)}): start it, fix "
+                f"the MLflow tracking server at {redact(uri)} is unreachable ({_unreachable_reason(error)}): start it, fix "
                 "tracking.uri / MLFLOW_TRACKING_URI, or set `tracking: optional` to record locally"
             ) from None
         local = local_store(Path(config.output_dir))
-        warn(f"the MLflow tracking server at {redact(uri)} is unreachable ({first_line(error)}); recording in {local}")
+        warn(f"the MLflow tracking server at {redact(uri)} is unreachable ({_unreachable_reason(error)}); recording in {local}")
         return local
     if tracking.register is not None:
         check_registry(uri)
@@ -603,6 +603,13 @@ def _version(name: str) -> str:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _unreachable_reason(error: BaseException) -> str:
+    """What a failed connection says in the end (`[Errno 111] Connection refused`), which requests' message
+    buries after the pool, URL and retry count; else the error's first line."""
+    reason = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(error))
+    return reason[0].strip() if reason else first_line(error)
 
 
 def first_line(error: BaseException) -> str:

@@ -233,7 +233,8 @@ def test_an_unreachable_server_stops_the_run_before_it_starts_unless_tracking_is
     config = _config(tmp_path, tiny_model_path, data, "dead", tracking={"uri": dead})
     assert main(["train", str(config)]) == 2
     error = cli_error_lines(capsys.readouterr().err)
-    assert len(error) == 1 and f"the MLflow tracking server at {dead} is unreachable" in error[0] and "tracking: optional" in error[0]
+    assert len(error) == 1 and f"the MLflow tracking server at {dead} is unreachable ([Errno 111] Connection refused): start it" in error[0], error
+    assert "tracking: optional" in error[0]
     assert not (tmp_path / "dead").exists()
 
     assert main(["train", str(config), "tracking.mode=optional"]) == 0
