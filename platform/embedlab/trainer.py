@@ -353,7 +353,7 @@ class Trainer:
         metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
         metrics["train_seconds"] = self.train_seconds
         for evaluator in self.evaluators:
-            metrics.update(evaluator(self.model, output_path=self.output_dir / "eval", steps=self.global_step))
+            metrics.update(evaluator(self.model, output_path=self.output_dir / "eval", epoch=self.epoch, steps=self.global_step))
         if self.history and self.history[-1]["step"] == self.global_step:
             self.history.pop()  # a finished run rerun: its final evaluation is replaced, not repeated
         self.history.append({"step": self.global_step, **metrics})

@@ -55,10 +55,14 @@ def test_training_runs_evaluates_saves_and_keeps_few_checkpoints(tiny_model_path
 
 
 def test_epochs_set_the_number_of_steps(tiny_model_path, score_pairs_file, tmp_path):
-    trainer = _trainer(tiny_model_path, score_pairs_file, tmp_path, _args(max_steps=None, epochs=2, save_steps=None))
+    evaluator = EmbeddingSimilarityEvaluator(["a cat", "a dog", "a car"], ["a kitten", "a puppy", "the sky"], [0.9, 0.8, 0.1], name="dev")
+    trainer = _trainer(tiny_model_path, score_pairs_file, tmp_path, _args(max_steps=None, epochs=2, save_steps=None, eval_steps=6), evaluators=[evaluator])
     assert trainer.total_steps == 2 * 6  # 48 rows in batches of 8, twice
     trainer.train()
     assert trainer.global_step == 12 and trainer.epoch == 1
+    # The evaluation CSV names the epoch of each evaluation, as sentence-transformers' does.
+    rows = (tmp_path / "eval" / "similarity_evaluation_dev_results.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[:2] for row in rows] == [["0", "6"], ["1", "12"]]
 
 
 class Interrupt(Exception):
