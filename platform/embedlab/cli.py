@@ -173,6 +173,8 @@ def cmd_mine(args) -> None:
     except MetadataColumnsError as error:  # name this command's flags, not the config keys
         raise EmbedlabError(error.with_flags()) from None
     mined = mine_pairs(dataset, detected, conversion, where="").dataset
+    if len(mined) == 0:  # training would refuse the empty file: say so now, and write nothing
+        raise EmbedlabError("mining kept no row (every anchor has too few negatives, see above): raise --range-max, or loosen --range-min, the margins or score bounds; nothing written")
     write_dataset(mined, args.output)
     print(f"Wrote {len(mined)} rows ({', '.join(mined.column_names)}) to {args.output}")
 

@@ -344,6 +344,7 @@ def mine(
         padded[row, : len(ids)] = torch.tensor(ids)
     scores[(indices.unsqueeze(-1) == padded.unsqueeze(1)).any(-1)] = -float("inf")
     skipped = {}
+    retrieved = int((scores > -float("inf")).sum())  # the candidates the filters below look at
     thresholds = {
         "absolute_margin": None if settings.absolute_margin is None else scores + settings.absolute_margin > weakest[:, None],
         "relative_margin": None if settings.relative_margin is None else scores > (weakest - weakest.abs() * settings.relative_margin)[:, None],
@@ -380,6 +381,7 @@ def mine(
         "anchors_with_too_few_negatives": int(short.sum()),
         "pairs_dropped": int(sum(len(positive_ids[row]) for row in short.nonzero().flatten().tolist())) if output_format == "n-tuple" else 0,
         "skipped": skipped,
+        "retrieved": retrieved,
         "positive_score_mean": float(positive_scores.mean()),
         "negative_score_mean": float(kept_negative_scores.mean()) if len(kept_negative_scores) else float("nan"),
         "encoded_texts": embed.encoded_texts,
@@ -436,7 +438,7 @@ def _report(summary: dict, settings: MiningConfig, output_format: str) -> None:
         f"{summary['rows']} {output_format} rows; mean score positive {summary['positive_score_mean']:.4f}, negative {summary['negative_score_mean']:.4f}"
     )
     for name, count in summary["skipped"].items():
-        print(f"Mining: {name} {getattr(settings, name)} skipped {count} candidates")
+        print(f"Mining: {name} {getattr(settings, name)} skipped {count} of the {summary['retrieved']} candidates retrieved (the top {summary['range_max']} and room for the positives, per anchor)")
     short = summary["anchors_with_too_few_negatives"]
     if short:
         what = f"their {summary['pairs_dropped']} pairs are left out of the n-tuples" if output_format == "n-tuple" else "they have fewer triplet rows"

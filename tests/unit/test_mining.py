@@ -3,6 +3,7 @@ positives and short anchors, errors before encoding, the config / CLI / sweep wi
 
 import json
 import random
+import re
 
 import datasets
 import numpy as np
@@ -299,6 +300,17 @@ def test_embedlab_mine_bad_flags_are_one_line(flags, message, tmp_path, tiny_mod
     code = cli.main(base + flags)
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_embedlab_mine_that_keeps_no_row_writes_nothing_and_says_why(tmp_path, tiny_model_path, capsys):
+    output = tmp_path / "mined.parquet"
+    code = cli.main([
+        "mine", str(REPO / "experiments/data/stsb/dev.tsv"), "--columns", "sentence1,sentence2,score", "--threshold", "0.8", "--limit", "100",
+        "--model", str(tiny_model_path), "--output", str(output), "--max-score", "-1.0", "--cache-folder", str(tmp_path / "cache"),
+    ])  # cosine scores are all above -1: the bound removes every candidate
+    captured = capsys.readouterr()
+    assert code == 2 and "mining kept no row" in captured.err and not output.exists(), captured.err
+    assert re.search(r"max_score -1.0 skipped (\d+) of the \1 candidates retrieved", captured.out), captured.out
 
 
 def test_embedlab_mine_needs_a_positive_column(tmp_path, tiny_model_path, capsys):
