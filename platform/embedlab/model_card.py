@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from embedlab.config import Config
+from embedlab.losses import config_of
 from embedlab.tracking import redact_text
 
 # The card shows how to load the model with sentence-transformers; embedlab itself never imports it.
@@ -31,7 +32,7 @@ def write_model_card(model_dir: Path, config: Config, loss, detected, results: d
         spec = config.loss_for(name)
         modifiers = f" (modifiers: {', '.join(m.name for m in spec.modifiers)})" if spec.modifiers else ""
         data_rows.append(f"| {name} | `{sources[name].path}` | {formats[name].num_rows} | {formats[name].describe()} | {type(part).__name__}{modifiers} |")
-        loss_rows.append(f"- {name}: `{type(part).__name__}` with `{json.dumps(getattr(part, 'get_config_dict', dict)())}`{modifiers}")
+        loss_rows.append(f"- {name}: `{type(part).__name__}` with `{json.dumps(config_of(part, spec.params))}`{modifiers}")
     mixture = config.training.mixture if isinstance(config.training.mixture, str) else dataclasses.asdict(config.training.mixture)
     data_section = "| data set | source | rows | format | loss |\n|---|---|---|---|---|\n" + "\n".join(data_rows)
     if config.is_mixture:

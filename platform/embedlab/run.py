@@ -16,7 +16,7 @@ from embedlab.errors import EmbedlabError
 from embedlab.evaluation import build_evaluator
 from embedlab.formats import DetectedFormat
 from embedlab.identity import check_output_folder, fingerprint, run_identity, start_over, write_run_file
-from embedlab.losses import build_loss, check_format, get_loss_class
+from embedlab.losses import build_loss, check_format, config_of, get_loss_class
 from embedlab.model import EmbeddingModel, resolve_model_path
 from embedlab.model_card import write_model_card
 from embedlab.prompts import resolve_prompts, store_prompts
@@ -218,7 +218,8 @@ def train(
     uri = tracking.resolve_uri(config, tracking_parent)  # an unreachable server stops us here
     if not config.training.resume:
         start_over(Path(config.output_dir))
-    loss_line = f"{config.loss_names(with_modifiers=True)} {getattr(prepared.loss, 'get_config_dict', dict)()}"
+    configured = {} if config.is_mixture else config.loss.params  # a mixture's LossMixture has its own config dict
+    loss_line = f"{config.loss_names(with_modifiers=True)} {config_of(prepared.loss, configured)}"
     tracker, before = open_run(prepared, uri, loss_line, evaluate_before, tracking_parent, run_name, run_key)
     if tracker is not None:
         callbacks = [tracking.TrackingCallback(tracker), *callbacks]  # recorded before Tune may stop the trial

@@ -160,3 +160,12 @@ def test_a_broken_pipe_that_is_not_the_output_is_a_failure(monkeypatch):
     monkeypatch.setattr(cli, "cmd_losses", worker_pipe_breaks)
     with pytest.raises(BrokenPipeError):
         main(["losses"])
+
+
+def test_a_custom_loss_without_a_config_dict_is_shown_with_its_configured_parameters(tmp_path, capsys, tiny_model_path, score_pairs_file):
+    loss = {"name": "custom_losses.MeanSquaredCosineLoss", "params": {"weight": 2.0}}
+    config = write_config(tmp_path / "c.yaml", tiny_model_path, score_pairs_file, tmp_path / "out", loss=loss)
+    code, out, err = _run(capsys, "train", str(config), "training.max_steps=1", "training.show_progress_bar=false", "tracking=off")
+    assert code == 0, err
+    assert "Loss: custom_losses.MeanSquaredCosineLoss {'weight': 2.0}" in out
+    assert '`MeanSquaredCosineLoss` with `{"weight": 2.0}`' in (tmp_path / "out" / "model" / "README.md").read_text()

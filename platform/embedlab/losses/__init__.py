@@ -228,6 +228,11 @@ def _construct(loss_class: type, model, params: dict, detected: DetectedFormat |
         raise EmbedlabError(f"{loss_class.__name__}: {error}") from None
 
 
+def config_of(loss, configured: dict) -> dict:
+    """The loss's `get_config_dict()`; for a user's loss without one, the parameters its config gave it."""
+    return loss.get_config_dict() if hasattr(loss, "get_config_dict") else dict(configured)
+
+
 LAYER_MODIFIERS = ("AdaptiveLayerLoss", "Matryoshka2dLoss")  # run the model's layers themselves: outermost only
 
 
