@@ -515,12 +515,29 @@ def apply_override(raw: dict, override: str) -> None:
         parsed = load_yaml(value) if value else None  # the same YAML 1.2 scalars as a config file
     except yaml.YAMLError as error:
         raise EmbedlabError(f"override '{override}': the value is not valid YAML: {str(error).splitlines()[0]}") from None
+    glued = _glued_key(parsed)
+    if glued is not None:
+        raise EmbedlabError(f"override '{override}': '{glued}' reads as one key: YAML needs a space after ':' ({{a: 1}}, not {{a:1}})")
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
             raise EmbedlabError(f"override '{key}': '{last}' is not an index of that list")
         node[int(last)] = parsed
     else:
         node[last] = parsed
+
+
+def _glued_key(value) -> str | None:
+    """A mapping key with a ':' inside, as `{a:1}` gives (YAML reads `a:1` as one plain key with no value)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if isinstance(key, str) and ":" in key and inner is None:
+                return key
+            glued = _glued_key(inner)
+            if glued is not None:
+                return glued
+    if isinstance(value, list):
+        return next((glued for item in value if (glued := _glued_key(item)) is not None), None)
+    return None
 
 
 USER_IMPORT_PATHS: list[str] = []  # folders load_config added to sys.path for users' own modules

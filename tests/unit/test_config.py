@@ -165,6 +165,10 @@ def test_overrides(tmp_path):
         load_config(path, ["training.batch_size"])
     with pytest.raises(EmbedlabError, match="unknown config key 'training.nope'"):
         load_config(path, ["training.nope=1"])
+    # {a:1} is one key `a:1` in YAML: said so, rather than "key 'loss.modifiers.0.name:MatryoshkaLoss' ...".
+    with pytest.raises(EmbedlabError, match=r"'name:MatryoshkaLoss' reads as one key: YAML needs a space after ':'"):
+        load_config(path, ["loss.modifiers=[{name:MatryoshkaLoss}]"])
+    assert load_config(path, ["loss.modifiers=[{name: MatryoshkaLoss, params: {matryoshka_dims: [8]}}]"]).loss.modifiers[0].name == "MatryoshkaLoss"
 
 
 def test_smoke_test_shrinks_the_run(tmp_path):
