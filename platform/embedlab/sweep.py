@@ -166,9 +166,9 @@ def _check_metric(metric: str, prepared) -> None:
         reported += evaluator(prepared.model)
         if metric in reported:
             return
-        close = difflib.get_close_matches(metric, reported, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise EmbedlabError(f"search.metric '{metric}' is not a metric of the evaluators: {hint}they report {', '.join(reported)}")
+    close = difflib.get_close_matches(metric, reported, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise EmbedlabError(f"search.metric '{metric}' is not a metric of the evaluators: {hint}they report {', '.join(reported)}")
 
 
 def _required_params(loss_class: type) -> list[str]:

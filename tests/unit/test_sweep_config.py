@@ -115,10 +115,11 @@ def test_bad_search_blocks_fail_in_one_line_before_ray_starts(tmp_path, tiny_mod
     assert not ray.is_initialized() and not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.parametrize(("metric", "mode"), [("dev_pearson_cosine", "max"), ("dev_spearman_cosine", "max"), ("loss", "min")])
+@pytest.mark.parametrize(("metric", "mode"), [("dev_pearson_cosine", "max"), ("dev_spearman_cosine", "max"), ("loss", "min"), ("second_pearson_cosine", "max")])
 def test_any_metric_the_trials_report_can_score_a_sweep_in_its_direction(tmp_path, tiny_model_path, data, metric, mode):
     path = _sweep_file(tmp_path, tiny_model_path, data["scores"], data["scores"], {"metric": metric})
-    sweep = prepare_sweep(load_config(path))
+    two = f"evaluators=[{{name: dev, data: {data['scores']}}}, {{name: second, data: {data['scores']}}}]"  # the second's metrics count too
+    sweep = prepare_sweep(load_config(path, [two]))
     assert (sweep.metric, sweep.mode) == (metric, mode)
 
 
