@@ -385,6 +385,7 @@ def mine(
         "positive_score_mean": float(positive_scores.mean()),
         "negative_score_mean": float(kept_negative_scores.mean()) if len(kept_negative_scores) else float("nan"),
         "encoded_texts": embed.encoded_texts,
+        "model": settings.model,
     }
     _report(summary, settings, output_format)
     return MiningResult(mined, summary)
@@ -433,7 +434,7 @@ def _rows(queries, corpus, positive_ids, negative_ids, negative_scores, output_f
 
 def _report(summary: dict, settings: MiningConfig, output_format: str) -> None:
     print(
-        f"Mining: {summary['anchors']} anchors ({summary['pairs']} pairs), corpus {summary['corpus']} texts, "
+        f"Mining with {summary['model']}: {summary['anchors']} anchors ({summary['pairs']} pairs), corpus {summary['corpus']} texts, "
         f"candidates ranks {settings.range_min} .. {summary['range_max'] - 1}, {settings.sampling_strategy} {settings.num_negatives} -> "
         f"{summary['rows']} {output_format} rows; mean score positive {summary['positive_score_mean']:.4f}, negative {summary['negative_score_mean']:.4f}"
     )

@@ -281,6 +281,7 @@ def test_embedlab_mine_writes_the_mined_rows(tmp_path, tiny_model_path, capsys):
     mined = datasets.Dataset.from_parquet(str(output))
     assert mined.column_names == ["anchor", "positive", "negative_1", "negative_2"] and len(mined) > 10
     assert f"Wrote {len(mined)} rows" in out and "candidates ranks 1 .." in out
+    assert f"Mining with {tiny_model_path}: " in out  # which model ranked the candidates
 
 
 @pytest.mark.parametrize(
