@@ -174,7 +174,12 @@ def write_run_file(output_dir: Path, identity: dict) -> None:
 
 
 def _excluded(key: str) -> bool:
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in NOT_IDENTITY)
+    return under_any(key, NOT_IDENTITY)
+
+
+def under_any(key: str, prefixes) -> bool:
+    """Whether the dotted `key` is one of `prefixes` or lies under one (`training.save_steps` under `training`)."""
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
 
 
 def _plain(value):

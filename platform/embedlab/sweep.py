@@ -50,7 +50,7 @@ from embedlab.config import SINGLE_DATA_SET, Config, LossModifierConfig, SearchC
 from embedlab.data import load_with_format
 from embedlab.errors import EmbedlabError, warn
 from embedlab.formats import losses_for
-from embedlab.identity import NOT_IDENTITY
+from embedlab.identity import NOT_IDENTITY, under_any
 from embedlab.losses import CATALOGUE, MODIFIERS, check_format, check_param_types, get_loss_class
 from embedlab.trainer import TRAINING_METRICS
 
@@ -1054,7 +1054,7 @@ def check_output_dir(sweep: Sweep, resume: bool) -> None:
     except yaml.YAMLError:
         raise EmbedlabError(f"{written} is not the config the sweep started with (not valid YAML): restore it, or start a new sweep in another output_dir") from None
     now = tracking.flatten(load_yaml(_resolved_yaml(sweep)) or {})
-    keys = [key for key in dict.fromkeys([*before, *now]) if not any(key == kept or key.startswith(f"{kept}.") for kept in RESUME_MAY_CHANGE)]
+    keys = [key for key in dict.fromkeys([*before, *now]) if not under_any(key, RESUME_MAY_CHANGE)]
     changed = [f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in keys if before.get(key) != now.get(key)]
     if changed:
         raise EmbedlabError(
